@@ -1,0 +1,321 @@
+"""The ``transduce`` command line: thin subcommands over the library.
+
+Exit codes: 0 success, 2 a user error (one clear line on stderr), 1 anything
+else, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A config path, or the name of a built-in recipe (``g2p``, ``toy``, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = RECIPES / f"{name_or_path}.yaml"
+    if builtin.is_file() and path.suffix == "":
+        return builtin
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise UserError(f"config file not found: {name_or_path} (built-in recipes: {known})")
+
+
+# --- subcommands ---------------------------------------------------------------
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import format_report, prepare
+
+    report = prepare(args.source, args.target, max_len=args.max_len)
+    print(format_report(report))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import config
+    from .train import train
+
+    if args.resume:
+        run = Path(args.resume)
+        cfg_file = run / "config.yaml"
+        if not cfg_file.is_file():
+            raise UserError(f"cannot resume: {cfg_file} not found")
+        cfg = config.load(cfg_file, args.overrides)
+        out = run
+    else:
+        if args.config is None:
+            raise UserError("train needs a CONFIG (a YAML file or a built-in recipe name) or --resume RUN")
+        cfg = config.load(recipe_path(args.config), args.overrides)
+        out = Path(args.out or f"runs/{Path(args.config).stem}")
+    summary = train(cfg, out, resume=bool(args.resume))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _search_options(args: argparse.Namespace) -> dict:
+    """Decoding options common to translate and evaluate (None = model default)."""
+    opts = {"beam": args.beam, "max_len_b": args.max_len, "min_len": args.min_len}
+    if args.max_len is not None:
+        opts["max_len_a"] = 0.0
+    if args.greedy:
+        opts["method"] = "greedy"
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .translator import Translator
+
+    translator = Translator.from_dir(args.model, device=args.device, precision=args.precision)
+    _translate_stream(
+        translator,
+        source=args.input,
+        output=args.output,
+        nbest=args.nbest,
+        jsonl=args.jsonl,
+        with_attention=args.attention,
+        plot_dir=args.plot_attention,
+        options=_search_options(args),
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .translator import Translator
+
+    translator = Translator.from_dir(args.model, device=args.device, precision=args.precision)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    result = _evaluate_files(translator, args.source, args.reference, metrics,
+                            options=_search_options(args), hyp_out=args.output)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        from .metrics import format_table
+
+        print(format_table(result))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve.app import run_server
+    except ImportError as exc:
+        raise UserError(f"serve needs the 'serve' extra: pip install 'transduce[serve]' ({exc})") from None
+    run_server(args.models, host=args.host, port=args.port, device=args.device)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, overrides=args.overrides)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_training
+
+    for path in plot_training(Path(args.run)):
+        print(path)
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from .checkpoint import average_checkpoints
+
+    average_checkpoints([Path(d) for d in args.checkpoints], Path(args.out))
+    print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")
+    return 0
+
+
+# --- file handling for translate / evaluate --------------------------------------
+
+def _read_lines(path: str) -> list[str]:
+    """All lines of a UTF-8 text file, with errors naming the file and line."""
+    from .corpora import read_lines
+
+    return list(read_lines(path))
+
+
+def _open_out(path: str | None):
+    if path is None or path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _input_lines(path: str | None):
+    """Lines from a file or stdin, streamed (newline stripped)."""
+    if path is None or path == "-":
+        for line in sys.stdin:
+            yield line.rstrip("\n").rstrip("\r")
+        return
+    yield from _read_lines(path)
+
+
+def _translate_stream(translator, source, output, nbest, jsonl, with_attention, plot_dir, options):
+    """Translate ``source`` line by line into ``output`` (stdout by default)."""
+    out = _open_out(output)
+    show_progress = output not in (None, "-") and source not in (None, "-")
+    lines = _input_lines(source)
+    if show_progress:
+        from tqdm import tqdm
+
+        lines = tqdm(list(lines), desc="translate", unit="sent")
+    want_attention = with_attention or plot_dir is not None
+    try:
+        results = translator.translate_stream(lines, nbest=nbest, return_attention=want_attention, **options)
+        for i, tr in enumerate(results):
+            if plot_dir is not None and tr.attention is not None and tr.tokens:
+                from .plots import plot_attention
+
+                Path(plot_dir).mkdir(parents=True, exist_ok=True)
+                plot_attention(tr.attention, tr.src_tokens, tr.tokens, Path(plot_dir) / f"{i:05d}.png")
+            out.write(_format_result(tr, nbest, jsonl, with_attention) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _format_result(tr, nbest: int, jsonl: bool, with_attention: bool) -> str:
+    if jsonl:
+        record = {"text": tr.text, "score": tr.score}
+        if nbest > 1:
+            record["nbest"] = [{"text": t, "score": s} for t, s in tr.nbest]
+        if with_attention and tr.attention is not None:
+            att = tr.attention.tolist() if hasattr(tr.attention, "tolist") else tr.attention
+            record.update(src_tokens=tr.src_tokens, tokens=tr.tokens, attention=att)
+        return json.dumps(record, ensure_ascii=False)
+    if nbest > 1:
+        return "\n".join(f"{t}\t{s:.4f}" for t, s in tr.nbest[:nbest])
+    return tr.text
+
+
+def _evaluate_files(translator, source, reference, metrics, options, hyp_out):
+    from .translator import evaluate
+
+    sources = _read_lines(source)
+    references = _read_lines(reference)
+    if len(sources) != len(references):
+        raise UserError(f"{source} has {len(sources)} lines but {reference} has {len(references)}")
+    if not sources:
+        raise UserError(f"{source} is empty")
+    result = evaluate(translator, sources, references, metrics=metrics, **options)
+    if hyp_out:
+        with _open_out(hyp_out) as fh:
+            fh.write("\n".join(result.pop("hypotheses", [])) + "\n")
+    else:
+        result.pop("hypotheses", None)
+    return result
+
+
+# --- the parser --------------------------------------------------------------------
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, help="beam size (default: the model's search.beam; 1 = greedy)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding")
+    p.add_argument("--max-len", type=int, help="absolute maximum output length in tokens")
+    p.add_argument("--min-len", type=int, help="minimum output length in tokens")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                   help="inference precision: bf16 autocast (AMX CPUs, GPUs) or dynamic int8 (CPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transduce",
+        description="Recurrent encoder-decoder models: train, translate, evaluate, serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"transduce {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="check a corpus and print statistics",
+                       description="Read a corpus (a TSV file, two line-aligned files, .gz ok, or a "
+                                   "built-in corpus name) and print statistics and what would be dropped.")
+    p.add_argument("source", help="TSV file, source file, or built-in corpus name (cmudict, reverse, ...)")
+    p.add_argument("target", nargs="?", help="target file, line-aligned with SOURCE")
+    p.add_argument("--max-len", type=int, default=100, help="token limit used to count over-long pairs")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model from a YAML recipe",
+                       description="Train a model. CONFIG is a YAML file or a built-in recipe name "
+                                   "(g2p, toy, multi30k, numbers). Overrides look like train.lr=3e-4.")
+    p.add_argument("config", nargs="?", help="YAML recipe or built-in recipe name")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden=256 train.lr=3e-4")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN where it stopped")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate lines (stdin -> stdout by default)")
+    p.add_argument("model", help="model folder (a training run)")
+    p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument("--output", help="output file (default: stdout)")
+    p.add_argument("--nbest", type=int, default=1, help="print the N best hypotheses with scores")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per line")
+    p.add_argument("--attention", action="store_true", help="include attention weights in --jsonl output")
+    p.add_argument("--plot-attention", metavar="DIR", help="write an attention heatmap per sentence")
+    _add_search_args(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="translate a test set and score it")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--source", required=True, help="source sentences, one a line")
+    p.add_argument("--reference", required=True, help="reference translations, line-aligned")
+    p.add_argument("--metrics", default="bleu,chrf", help="comma list of bleu, chrf, wer, per, ppl")
+    p.add_argument("--output", help="also write the hypotheses to this file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_search_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="REST API and web page for one or more models")
+    p.add_argument("models", nargs="+", help="model folders")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="the built-in default: train, evaluate and use a g2p model",
+                       description="Train the grapheme-to-phoneme recipe on the CMU dictionary with a "
+                                   "small model (a few minutes on 2 CPU cores), report WER/PER on the "
+                                   "test split, print sample transductions and an attention heatmap.")
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the demo recipe")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plot", help="draw the training curves of a run to PNG")
+    p.add_argument("run", help="run folder")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("average", help="average the weights of several checkpoints")
+    p.add_argument("checkpoints", nargs="+", help="model folders with the same architecture")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.set_defaults(func=cmd_average)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"transduce: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transduce: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

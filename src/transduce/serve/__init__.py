@@ -1,0 +1,1 @@
+"""REST server and web page (``transduce serve``); needs the ``serve`` extra."""

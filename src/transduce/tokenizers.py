@@ -1,0 +1,220 @@
+"""Tokenizers: text <-> pieces (strings), one per side of a corpus.
+
+Kinds (:data:`KINDS`):
+
+* ``char`` - one piece per character; a space becomes the visible piece
+  ``"▁"`` (U+2581) so that ``decode(encode(text)) == text`` exactly (a literal
+  U+2581 in the input decodes to a space).
+* ``whitespace`` - pieces are ``text.split()``; decoding joins with one space,
+  so it round-trips text whose whitespace is single spaces.
+* ``bpe`` / ``unigram`` - a sentencepiece model trained on the training pairs
+  (one model for both sides when ``tokenizer.joint``), with
+  ``hard_vocab_limit=False`` so that a tiny corpus gives a smaller vocabulary
+  rather than an error. sentencepiece normalises text (NFKC, repeated spaces
+  collapsed); decode round-trips normalised text.
+
+``tokenizer.lowercase`` lowercases before encoding (decoding cannot restore
+case). A tokenizer saves into a model folder as ``<prefix>.tokenizer.json``
+(kind and options) plus ``<prefix>.spm.model`` for sentencepiece kinds.
+"""
+from __future__ import annotations
+
+import io
+import json
+from functools import partial
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import sentencepiece as spm
+
+from .errors import CheckpointError, ConfigError, DataError
+
+SPACE = "\u2581"
+"""The visible space piece of char tokenization (same symbol as sentencepiece)."""
+
+
+class Tokenizer:
+    """Base class: ``encode`` text to pieces, ``decode`` pieces to text."""
+
+    kind = ""
+
+    def __init__(self, lowercase: bool = False):
+        self.lowercase = lowercase
+
+    def _prep(self, text: str) -> str:
+        return text.lower() if self.lowercase else text
+
+    def encode(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[str]]:
+        """``[self.encode(t) for t in texts]``, faster where the kind allows."""
+        return [self.encode(t) for t in texts]
+
+    def decode(self, pieces: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    def inventory(self) -> list[str] | None:
+        """Every piece the model can produce (sentencepiece), or None (open set)."""
+        return None
+
+    def save(self, folder: str | Path, prefix: str) -> None:
+        """Write ``<prefix>.tokenizer.json`` (+ model files) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"kind": self.kind, "lowercase": self.lowercase}
+        (folder / f"{prefix}.tokenizer.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+
+    @staticmethod
+    def load(folder: str | Path, prefix: str) -> "Tokenizer":
+        """Read a tokenizer written by :meth:`save`."""
+        path = Path(folder) / f"{prefix}.tokenizer.json"
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            loader = KINDS[meta["kind"]]
+            lowercase = bool(meta.get("lowercase", False))
+        except FileNotFoundError:
+            raise CheckpointError(f"tokenizer file missing: {path}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: corrupt tokenizer file ({exc!r})") from None
+        return loader(Path(folder), prefix, lowercase)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lowercase={self.lowercase})"
+
+
+class CharTokenizer(Tokenizer):
+    """Characters, with spaces as the visible piece ``▁``."""
+
+    kind = "char"
+
+    def encode(self, text: str) -> list[str]:
+        return list(self._prep(text).replace(" ", SPACE))
+
+    def decode(self, pieces: Sequence[str]) -> str:
+        return "".join(pieces).replace(SPACE, " ")
+
+
+class WhitespaceTokenizer(Tokenizer):
+    """Whitespace-separated words."""
+
+    kind = "whitespace"
+
+    def encode(self, text: str) -> list[str]:
+        return self._prep(text).split()
+
+    def decode(self, pieces: Sequence[str]) -> str:
+        return " ".join(pieces)
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A trained sentencepiece model (BPE or unigram), kept as serialized bytes."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes, kind: str, lowercase: bool = False):
+        super().__init__(lowercase)
+        self.kind = kind
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    def encode(self, text: str) -> list[str]:
+        return self.sp.encode(self._prep(text), out_type=str)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[str]]:
+        """sentencepiece's batch encoder (C++ loop, one thread per core)."""
+        texts = [self._prep(t) for t in texts] if self.lowercase else list(texts)
+        return self.sp.encode(texts, out_type=str)
+
+    def decode(self, pieces: Sequence[str]) -> str:
+        return self.sp.decode_pieces(list(pieces))
+
+    def inventory(self) -> list[str]:
+        return [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())
+                if not (self.sp.is_unknown(i) or self.sp.is_control(i))]
+
+    def save(self, folder: str | Path, prefix: str) -> None:
+        super().save(folder, prefix)
+        (Path(folder) / f"{prefix}.spm.model").write_bytes(self.model_proto)
+
+    def __repr__(self) -> str:
+        return (f"SentencePieceTokenizer(kind={self.kind!r}, pieces={self.sp.get_piece_size()}, "
+                f"lowercase={self.lowercase})")
+
+
+def _load_spm(kind: str, folder: Path, prefix: str, lowercase: bool) -> SentencePieceTokenizer:
+    path = folder / f"{prefix}.spm.model"
+    try:
+        return SentencePieceTokenizer(path.read_bytes(), kind, lowercase)
+    except FileNotFoundError:
+        raise CheckpointError(f"sentencepiece model missing: {path}") from None
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: corrupt sentencepiece model ({exc})") from None
+
+
+SIMPLE = {"char": CharTokenizer, "whitespace": WhitespaceTokenizer}
+"""Kinds that need no training."""
+
+KINDS = {
+    "char": lambda folder, prefix, lowercase: CharTokenizer(lowercase),
+    "whitespace": lambda folder, prefix, lowercase: WhitespaceTokenizer(lowercase),
+    "bpe": partial(_load_spm, "bpe"),
+    "unigram": partial(_load_spm, "unigram"),
+}
+"""kind -> loader(folder, prefix, lowercase) used by Tokenizer.load."""
+
+
+# --- training ------------------------------------------------------------------
+
+def train_sentencepiece(texts: Iterable[str], kind: str, vocab_size: int,
+                        character_coverage: float = 1.0, lowercase: bool = False,
+                        seed_sentences: int = 2_000_000) -> SentencePieceTokenizer:
+    """Train a BPE/unigram sentencepiece model from an iterator of texts.
+
+    The model is written to memory (no temporary files); sentencepiece's own
+    special pieces are only ``<unk>`` (ids come from :mod:`transduce.vocab`).
+    At most ``seed_sentences`` sentences are sampled for training.
+    """
+    stream: Iterator[str] = (t.lower() if lowercase else t for t in texts)
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=stream, model_writer=writer, model_type=kind,
+            vocab_size=vocab_size, hard_vocab_limit=False,
+            character_coverage=character_coverage, input_sentence_size=seed_sentences,
+            shuffle_input_sentence=True, pad_id=-1, bos_id=-1, eos_id=-1, unk_id=0,
+            minloglevel=2, num_threads=2)
+    except RuntimeError as exc:
+        raise DataError(f"cannot train a {kind} sentencepiece model with "
+                        f"tokenizer.vocab_size={vocab_size}: {exc}") from None
+    return SentencePieceTokenizer(writer.getvalue(), kind, lowercase)
+
+
+def _texts(pairs: Sequence[tuple[str, str]], sides: tuple[int, ...]) -> Iterator[str]:
+    for pair in pairs:
+        for side in sides:
+            yield pair[side]
+
+
+def _build(kind: str, tok_cfg, pairs, sides: tuple[int, ...]) -> Tokenizer:
+    if kind in ("bpe", "unigram"):
+        return train_sentencepiece(_texts(pairs, sides), kind, tok_cfg.vocab_size,
+                                   tok_cfg.character_coverage, tok_cfg.lowercase)
+    return SIMPLE[kind](lowercase=tok_cfg.lowercase)
+
+
+def train_tokenizers(tok_cfg, train_pairs: Sequence[tuple[str, str]],
+                     workdir: str | Path | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """(src, tgt) tokenizers for a TokenizerConfig; the same object twice if joint.
+
+    ``workdir`` is accepted for the contract but unused: sentencepiece trains
+    from an in-memory iterator and writes its model to memory.
+    """
+    if tok_cfg.joint:
+        if tok_cfg.src != tok_cfg.tgt:
+            raise ConfigError(f"config key 'tokenizer.joint' needs tokenizer.src == tokenizer.tgt "
+                              f"(got {tok_cfg.src!r} and {tok_cfg.tgt!r})")
+        tok = _build(tok_cfg.src, tok_cfg, train_pairs, (0, 1))
+        return tok, tok
+    return (_build(tok_cfg.src, tok_cfg, train_pairs, (0,)),
+            _build(tok_cfg.tgt, tok_cfg, train_pairs, (1,)))

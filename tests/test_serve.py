@@ -1,0 +1,102 @@
+"""The REST app, over a stand-in translator with known outputs."""
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from transduce import config  # noqa: E402
+from transduce.serve.app import create_app, model_names  # noqa: E402
+
+
+@dataclass
+class FakeResult:
+    text: str
+    score: float
+    tokens: list
+    src_tokens: list
+    attention: list | None
+    nbest: list = field(default_factory=list)
+
+
+class ReverseTranslator:
+    """Reverses the characters of each text; records the options it was called with."""
+
+    def __init__(self):
+        self.config = config.load(None, ["search.beam=4"])
+        self.model = SimpleNamespace(num_parameters=lambda: 1234)
+        self.calls = []
+
+    def translate(self, texts, beam=None, nbest=1, return_attention=False):
+        self.calls.append({"beam": beam, "nbest": nbest, "attention": return_attention})
+        out = []
+        for text in texts:
+            rev = text[::-1]
+            att = [[1.0 if j == len(text) - 1 - i else 0.0 for j in range(len(text))] for i in range(len(text))]
+            out.append(FakeResult(rev, -0.5, list(rev), list(text), att if return_attention else None,
+                                  [(rev, -0.5), (text, -2.0)][:nbest]))
+        return out
+
+
+@pytest.fixture
+def client_and_model():
+    fake = ReverseTranslator()
+    return TestClient(create_app({"rev": fake})), fake
+
+
+def test_page_and_health(client_and_model):
+    client, _ = client_and_model
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>transduce</title>" in page.text
+    assert client.get("/api/health").json() == {"status": "ok", "models": 1}
+
+
+def test_models_lists_defaults(client_and_model):
+    client, _ = client_and_model
+    (info,) = client.get("/api/models").json()
+    assert info["name"] == "rev" and info["beam"] == 4 and info["parameters"] == 1234
+
+
+def test_translate_keeps_order_and_options(client_and_model):
+    client, fake = client_and_model
+    res = client.post("/api/translate", json={"texts": ["abc", "xy"], "beam": 3, "nbest": 2})
+    assert res.status_code == 200
+    body = res.json()
+    assert [t["text"] for t in body["translations"]] == ["cba", "yx"]
+    assert body["translations"][0]["nbest"] == [{"text": "cba", "score": -0.5}, {"text": "abc", "score": -2.0}]
+    assert fake.calls[-1] == {"beam": 3, "nbest": 2, "attention": False}
+    assert "attention" not in body["translations"][0]
+
+
+def test_translate_uses_model_beam_by_default_and_returns_attention(client_and_model):
+    client, fake = client_and_model
+    body = client.post("/api/translate", json={"texts": ["ab"], "attention": True}).json()
+    assert fake.calls[-1]["beam"] == 4
+    (tr,) = body["translations"]
+    assert tr["src_tokens"] == ["a", "b"] and tr["tokens"] == ["b", "a"]
+    assert tr["attention"] == [[0.0, 1.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize("payload, status, detail", [
+    ({"texts": []}, 422, "'texts' is empty"),
+    ({"texts": ["a"], "model": "nope"}, 404, "unknown model 'nope'"),
+    ({"texts": ["a" * 5000]}, 422, "texts[0] is longer than"),
+    ({"texts": ["a"], "beam": 2, "nbest": 3}, 422, "nbest cannot exceed beam"),
+])
+def test_bad_requests_get_clear_errors(client_and_model, payload, status, detail):
+    client, _ = client_and_model
+    res = client.post("/api/translate", json=payload)
+    assert res.status_code == status
+    assert detail in res.json()["detail"]
+
+
+def test_bad_beam_is_rejected_by_validation(client_and_model):
+    client, _ = client_and_model
+    assert client.post("/api/translate", json={"texts": ["a"], "beam": 0}).status_code == 422
+
+
+def test_model_names_are_unique():
+    assert model_names(["runs/a/model", "runs/b/model", "runs/c"]) == ["model", "b/model", "c"]
