@@ -346,17 +346,18 @@ def _as_url(base: str) -> str:
 
 
 def fetch_multi30k(langs: Iterable[str], folder: str | Path | None = None,
-                   base_url: str = MULTI30K_URL,
+                   base_url: str | None = None,
                    checksums: dict[str, str] | None = None) -> Path:
     """Download the Multi30k files of ``langs`` (all splits) into ``folder``.
 
-    ``folder`` defaults to ``cache_dir()/multi30k``; ``base_url`` may be a
-    file:// URL or a local folder; ``checksums`` defaults to MULTI30K_SHA256
+    ``folder`` defaults to ``cache_dir()/multi30k``; ``base_url`` (default
+    MULTI30K_URL) may be a file:// URL or a local folder; ``checksums``
+    defaults to MULTI30K_SHA256
     (a file without a known checksum is not checked).
     """
     folder = Path(folder) if folder is not None else cache_dir() / "multi30k"
     checksums = MULTI30K_SHA256 if checksums is None else checksums
-    base = _as_url(base_url).rstrip("/")
+    base = _as_url(base_url or MULTI30K_URL).rstrip("/")
     for lang in langs:
         for stem in MULTI30K_STEMS.values():
             name = f"{stem}.{lang}.gz"

@@ -1,0 +1,115 @@
+"""The command line end to end, on the toy recipe, in a temporary folder."""
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from transduce.cli import main
+
+TOY = ["data.toy_size=400", "train.max_steps=30", "train.valid_every=30",
+       "train.valid_max_sentences=20", "train.progress=false", "train.tensorboard=false"]
+
+
+def run(capsys, argv, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "transduce", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for verb in ("prepare", "train", "translate", "evaluate", "serve", "demo", "plot"):
+        assert verb in proc.stdout
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, out, _ = run(capsys, [])
+    assert code == 2 and "COMMAND" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "no-such-recipe"], "config file not found: no-such-recipe"),
+    (["train", "toy", "model.hiden=3"], "unknown config key 'model.hiden'"),
+    (["train", "toy", "train.lr=abc"], "'train.lr': expected float"),
+    (["translate", "/nonexistent/model"], "/nonexistent/model"),
+    (["train", "--resume", "/nonexistent/run"], "cannot resume"),
+])
+def test_user_errors_exit_2_with_one_line(capsys, argv, message):
+    code, _, err = run(capsys, argv)
+    assert code == 2
+    assert err.startswith("transduce: error: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_prepare_reports_mismatch(capsys, tmp_path):
+    (tmp_path / "a.txt").write_text("x\ny\nz\n")
+    (tmp_path / "b.txt").write_text("x\ny\n")
+    code, _, err = run(capsys, ["prepare", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")])
+    assert code == 2 and "a.txt" in err and "3" in err and "2" in err
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "toy"
+    assert main(["train", "toy", *TOY, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_model_folder(toy_run):
+    for name in ("config.yaml", "model.safetensors", "log.jsonl"):
+        assert (toy_run / name).is_file(), name
+    lines = [json.loads(line) for line in (toy_run / "log.jsonl").read_text().splitlines()]
+    assert any(rec["split"] == "valid" for rec in lines)
+
+
+def test_translate_stdin_to_stdout_keeps_lines(capsys, monkeypatch, toy_run):
+    code, out, _ = run(capsys, ["translate", str(toy_run), "--beam", "2"], stdin="1 2 3\n\n4 5 6 7\n",
+                       monkeypatch=monkeypatch)
+    assert code == 0
+    lines = out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""  # empty input -> empty output
+
+
+def test_translate_jsonl_nbest_and_attention(capsys, monkeypatch, toy_run, tmp_path):
+    code, out, _ = run(capsys, ["translate", str(toy_run), "--jsonl", "--beam", "3", "--nbest", "2",
+                                "--attention", "--plot-attention", str(tmp_path / "att")],
+                       stdin="1 2 3\n", monkeypatch=monkeypatch)
+    assert code == 0
+    rec = json.loads(out)
+    assert len(rec["nbest"]) == 2 and rec["nbest"][0]["score"] >= rec["nbest"][1]["score"]
+    assert len(rec["attention"]) == len(rec["tokens"])
+    assert (tmp_path / "att" / "00000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_json(capsys, toy_run, tmp_path):
+    (tmp_path / "src.txt").write_text("1 2 3\n4 5\n")
+    (tmp_path / "ref.txt").write_text("3 2 1\n5 4\n")
+    code, out, _ = run(capsys, ["evaluate", str(toy_run), "--source", str(tmp_path / "src.txt"),
+                                "--reference", str(tmp_path / "ref.txt"), "--metrics", "bleu,wer,per",
+                                "--json"])
+    assert code == 0
+    result = json.loads(out)
+    assert {"bleu", "wer", "per"} <= set(result)
+    assert 0.0 <= result["wer"] <= 100.0 * 5
+
+
+def test_evaluate_mismatched_files_is_a_user_error(capsys, toy_run, tmp_path):
+    (tmp_path / "src.txt").write_text("1 2 3\n4 5\n")
+    (tmp_path / "ref.txt").write_text("3 2 1\n")
+    code, _, err = run(capsys, ["evaluate", str(toy_run), "--source", str(tmp_path / "src.txt"),
+                                "--reference", str(tmp_path / "ref.txt")])
+    assert code == 2 and "src.txt has 2 lines" in err
+
+
+def test_plot_writes_pngs(capsys, toy_run):
+    code, out, _ = run(capsys, ["plot", str(toy_run)])
+    assert code == 0
+    paths = out.split()
+    assert paths and all(p.endswith(".png") for p in paths)
