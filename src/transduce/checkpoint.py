@@ -235,7 +235,9 @@ def read_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     """Load a safetensors file; CheckpointError naming it when missing, truncated or corrupt."""
     path = _require(Path(path))
     try:
-        return load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device=str(device))
+        # load_file maps the file: copy, so that nothing depends on the file staying as it is
+        return {k: v.clone() for k, v in tensors.items()} if torch.device(device).type == "cpu" else tensors
     except Exception as exc:  # safetensors raises its own SafetensorError, OSError, ...
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
 
@@ -250,7 +252,11 @@ def load_weights(model: nn.Module, path: str | Path, device: str | torch.device 
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the model "
                               f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise CheckpointError(f"{path}: weights do not match the model ({first})") from None
 
 
 def _is_alias(own: dict[str, Tensor], key: str, saved: dict[str, Tensor]) -> bool:

@@ -36,7 +36,8 @@ class Encoder(nn.Module):
         self.hidden = hidden
         self.n_layers = n_layers
         self.cell = cell
-        self.embedding = embedding or nn.Embedding(vocab_size, emb_dim, padding_idx=0)
+        self.embedding = (embedding if embedding is not None
+                          else nn.Embedding(vocab_size, emb_dim, padding_idx=0))
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.rnn = rnnlib.make_rnn(cell, emb_dim, hidden // self.directions, n_layers,
                                    dropout, bidirectional)
@@ -50,7 +51,7 @@ class Encoder(nn.Module):
         bwd at the first token], the same halves as the memory.
         """
         emb = self.emb_dropout(self.embedding(src))  # [B, S, E]
-        packed = pack_padded_sequence(emb, src_lengths.detach().to("cpu", torch.int64),
+        packed = pack_padded_sequence(rnnlib.autocast(emb), src_lengths.detach().to("cpu", torch.int64),
                                       batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PAD = 0  # vocab.PAD; fixed by the contract in docs/ARCHITECTURE.md
+from .vocab import PAD
 
 
 class LossOutput(NamedTuple):

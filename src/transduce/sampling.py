@@ -44,7 +44,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .errors import ConfigError
 
-PAD = 0  # vocab.PAD; fixed by the contract in docs/ARCHITECTURE.md
+from .vocab import PAD
 
 NextInput = Callable[[int, Tensor, Tensor], Tensor]
 

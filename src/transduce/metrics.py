@@ -1,0 +1,169 @@
+"""Evaluation metrics: sacreBLEU BLEU and chrF, WER, PER, sentence error rate, perplexity.
+
+All corpus-level. Hypotheses and references are detokenized strings, one
+per sentence; WER, PER and SER split them on whitespace into tokens (for
+grapheme-to-phoneme, one phoneme per token). Rates are percentages
+(0-100, WER and PER can exceed 100), like BLEU and chrF:
+
+* WER = 100 * sum_i edit_distance(hyp_i, ref_i) / sum_i len(ref_i), edit
+  distance = Levenshtein over tokens (substitution, insertion, deletion cost 1).
+* PER (position-independent error rate) = 100 * sum_i (max(len(hyp_i),
+  len(ref_i)) - matches_i) / sum_i len(ref_i), matches_i = size of the
+  multiset (bag) intersection of hyp_i and ref_i tokens.
+* SER (sentence error rate) = 100 * share of sentences whose token list
+  differs from the reference; ``exact_match`` = 100 - SER.
+* perplexity = exp(nll_sum / n_tokens).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from .errors import DataError, UserError
+
+
+@dataclass(frozen=True)
+class Score:
+    """A corpus score and the sacreBLEU signature that makes it reproducible."""
+
+    value: float
+    signature: str
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def _check(hyps: Sequence[str], refs: Sequence[str]) -> None:
+    if len(hyps) != len(refs):
+        raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references: "
+                        "the files must have the same number of lines")
+
+
+def _ref_streams(refs: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str]]:
+    """One reference per sentence, or several ([n_sents][n_refs]) -> sacreBLEU streams."""
+    if refs and not isinstance(refs[0], str):
+        return [list(stream) for stream in zip(*refs)]
+    return [list(refs)]
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
+         tokenize: str = "13a", lowercase: bool = False) -> Score:
+    """Corpus BLEU (0-100) with sacreBLEU; refs: one string per sentence or a list of several."""
+    from sacrebleu.metrics import BLEU
+
+    _check(hyps, refs)
+    metric = BLEU(tokenize=tokenize, lowercase=lowercase)
+    result = metric.corpus_score(list(hyps), _ref_streams(refs))
+    return Score(float(result.score), str(metric.get_signature()))
+
+
+def chrf(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
+         word_order: int = 0) -> Score:
+    """Corpus chrF (0-100; chrF++ with word_order=2) with sacreBLEU."""
+    from sacrebleu.metrics import CHRF
+
+    _check(hyps, refs)
+    metric = CHRF(word_order=word_order)
+    result = metric.corpus_score(list(hyps), _ref_streams(refs))
+    return Score(float(result.score), str(metric.get_signature()))
+
+
+def edit_distance(hyp: Sequence[str], ref: Sequence[str]) -> int:
+    """Levenshtein distance between two token lists (unit costs)."""
+    prev = list(range(len(ref) + 1))
+    for i, h in enumerate(hyp, 1):
+        cur = [i]
+        for j, r in enumerate(ref, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (h != r)))
+        prev = cur
+    return prev[-1]
+
+
+def position_independent_errors(hyp: Sequence[str], ref: Sequence[str]) -> int:
+    """max(len(hyp), len(ref)) - |bag(hyp) & bag(ref)|."""
+    matches = sum((Counter(hyp) & Counter(ref)).values())
+    return max(len(hyp), len(ref)) - matches
+
+
+def _rate(hyps: Sequence[str], refs: Sequence[str], errors) -> float:
+    _check(hyps, refs)
+    n_err = n_ref = 0
+    for h, r in zip(hyps, refs):
+        ref = r.split()
+        n_err += errors(h.split(), ref)
+        n_ref += len(ref)
+    if n_ref == 0:
+        return 0.0 if n_err == 0 else math.inf
+    return 100.0 * n_err / n_ref
+
+
+def wer(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Word (token) error rate in percent; see the module docstring."""
+    return _rate(hyps, refs, edit_distance)
+
+
+def per(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Position-independent error rate in percent; see the module docstring."""
+    return _rate(hyps, refs, position_independent_errors)
+
+
+def ser(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Sentence error rate in percent: sentences whose tokens differ from the reference."""
+    _check(hyps, refs)
+    if not refs:
+        return 0.0
+    wrong = sum(h.split() != r.split() for h, r in zip(hyps, refs))
+    return 100.0 * wrong / len(refs)
+
+
+def exact_match(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Percentage of sentences equal to their reference token for token (100 - SER)."""
+    return 100.0 - ser(hyps, refs)
+
+
+def perplexity(nll_sum: float, n_tokens: int) -> float:
+    """exp(nll_sum / n_tokens) (inf on overflow); n_tokens must be positive."""
+    if n_tokens <= 0:
+        raise ValueError(f"perplexity needs at least one token, got n_tokens={n_tokens}")
+    mean = float(nll_sum) / n_tokens
+    return math.exp(mean) if mean < 709.0 else math.inf
+
+
+METRICS = {"bleu": bleu, "chrf": chrf, "wer": wer, "per": per, "ser": ser,
+           "exact_match": exact_match}
+"""Name -> function(hyps, refs); bleu and chrf return a Score, the others a float."""
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "wer": False, "per": False, "ser": False,
+                    "exact_match": True, "ppl": False, "loss": False}
+
+
+def score_texts(hyps: Sequence[str], refs: Sequence[str], names: Sequence[str]) -> dict:
+    """Compute the named metrics: {name: value} plus {name}_signature for sacreBLEU ones."""
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(METRICS)})")
+    out: dict = {}
+    for name in names:
+        result = METRICS[name](hyps, refs)
+        if isinstance(result, Score):
+            out[name], out[f"{name}_signature"] = result.value, result.signature
+        else:
+            out[name] = result
+    return out
+
+
+def format_table(result: dict) -> str:
+    """Human-readable lines ``name  value`` for the numbers of a result dict
+    (from ``translator.evaluate`` or :func:`score_texts`), signatures after them."""
+    rows, signatures = [], []
+    for key, value in result.items():
+        if key.endswith("_signature"):
+            signatures.append(f"{key[:-len('_signature')]} signature: {value}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        elif isinstance(value, int):
+            rows.append(f"{key:<12}{value}")
+        else:
+            rows.append(f"{key:<12}{value:.2f}" if key != "nll" else f"{key:<12}{value:.4f}")
+    return "\n".join(rows + signatures)

@@ -1,0 +1,412 @@
+"""Decoding: greedy, batched beam search, sampling and unknown-word replacement.
+
+Every function takes a ``Seq2Seq``-like ``model`` with ``encode(src,
+src_lengths) -> Encoded``, ``init_state(enc) -> DecoderState`` and
+``step(tokens, state, enc) -> StepOutput``, and reorders what it keeps with
+``Encoded.select`` / ``DecoderState.select``. Nothing here knows cell or
+attention types. Shapes: B sentences, K beam, S source length, V vocabulary.
+
+Conventions shared by all searches:
+
+* Output length limit per sentence ``L = floor(max_len_a * src_len +
+  max_len_b)`` (or ``max_len`` for all when given). A hypothesis has at most
+  ``L`` tokens; one that reaches ``L`` tokens without EOS is finished as it is
+  (truncated, no EOS log-probability added).
+* ``min_len``: EOS gets log-probability -inf while fewer than ``min_len``
+  tokens have been produced (no renormalisation of the other tokens).
+* PAD and BOS are never produced (log-probability -inf, no renormalisation).
+* ``Hyp.tokens`` exclude BOS and EOS; ``Hyp.logprob`` is the raw sum of
+  log-probabilities (EOS included when the hypothesis ended with EOS);
+  ``Hyp.score`` is the score used for ranking (equal to ``logprob`` for greedy
+  and sampling); ``Hyp.attention`` is ``[len(tokens), src_len]`` on CPU (one
+  row per output token; the EOS step's row is not kept) or None.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .vocab import BOS, EOS, PAD
+
+LENGTH_PENALTIES = ("none", "average", "gnmt")
+COVERAGE_EPS = 1e-10
+"""Attention sums are clamped at this before the log of the coverage penalty."""
+
+
+@dataclass
+class Hyp:
+    """One output hypothesis (token ids without BOS/EOS)."""
+
+    tokens: list[int]
+    score: float
+    logprob: float = 0.0
+    attention: Tensor | None = None  # [len(tokens), S_i] on CPU
+
+
+# --- shared helpers ---------------------------------------------------------
+
+def max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int,
+                max_len: int | None = None) -> Tensor:
+    """Per-sentence output length limits, LongTensor [B] (>= 0) on src_lengths' device."""
+    if max_len is not None:
+        return torch.full_like(src_lengths, max(int(max_len), 0))
+    limits = torch.floor(src_lengths.double() * float(max_len_a) + float(max_len_b))
+    return limits.clamp(min=0).long()
+
+
+def log_probs(logits: Tensor, step: int, min_len: int) -> Tensor:
+    """[N, V] logits -> float32 log-probabilities; PAD and BOS masked, EOS masked
+    while step < min_len (masked = -inf, the rest not renormalised)."""
+    logp = logits.float().log_softmax(-1)
+    logp[:, PAD] = -math.inf
+    logp[:, BOS] = -math.inf
+    if step < min_len:
+        logp[:, EOS] = -math.inf
+    return logp
+
+
+def length_normalise(logprob: Tensor, length: Tensor | int, penalty: str, alpha: float) -> Tensor:
+    """Normalised score: none = logprob, average = logprob / len,
+    gnmt = logprob / ((5 + len) / 6) ** alpha (Wu et al., 2016). len >= 1 enforced."""
+    if penalty == "none":
+        return logprob
+    length = torch.as_tensor(length, dtype=torch.float32, device=logprob.device).clamp(min=1)
+    if penalty == "average":
+        return logprob / length
+    if penalty == "gnmt":
+        return logprob / ((5.0 + length) / 6.0) ** alpha
+    raise ValueError(f"unknown length penalty {penalty!r} (one of {', '.join(LENGTH_PENALTIES)})")
+
+
+def coverage_penalty(attn_sum: Tensor, pad_mask: Tensor, beta: float) -> Tensor:
+    """GNMT coverage penalty beta * sum_j log(min(attn_sum_j, 1)) over real source
+    positions. attn_sum, pad_mask: [N, S] -> [N] (<= 0)."""
+    cov = attn_sum.float().clamp(min=COVERAGE_EPS, max=1.0).masked_fill(pad_mask, 1.0)
+    return beta * cov.log().sum(-1)
+
+
+def _trim_attention(rows: list[Tensor], src_len: int) -> Tensor | None:
+    """Stack per-step attention rows [S] -> [T, src_len] on CPU."""
+    if not rows:
+        return None
+    return torch.stack(rows)[:, :src_len].float().cpu()
+
+
+# --- greedy and sampling ------------------------------------------------------
+
+def _decode_one(model, src: Tensor, src_lengths: Tensor, choose: Callable[[Tensor], Tensor],
+                limits: Tensor, min_len: int, return_attention: bool) -> list[Hyp]:
+    """One hypothesis per sentence; ``choose(logp [B, V]) -> tokens [B]`` picks each step."""
+    enc = model.encode(src, src_lengths)
+    state = model.init_state(enc)
+    n = src.size(0)
+    tokens = torch.full((n,), BOS, dtype=torch.long, device=src.device)
+    alive = torch.ones(n, dtype=torch.bool, device=src.device)
+    logprob = torch.zeros(n, device=src.device)
+    lengths = torch.zeros(n, dtype=torch.long, device=src.device)
+    steps, attns = [], []
+    limits = limits.to(src.device)
+    for t in range(int(limits.max().item()) + 1 if n else 0):
+        alive &= t < limits
+        if not alive.any():
+            break
+        out = model.step(tokens, state, enc)
+        logp = log_probs(out.logits, t, min_len)
+        tokens = choose(logp)  # [B]
+        logprob += torch.where(alive, logp.gather(1, tokens[:, None]).squeeze(1), 0.0)
+        alive &= tokens != EOS
+        lengths += alive.long()
+        steps.append(tokens)
+        if return_attention and out.attention is not None:
+            attns.append(out.attention)
+        state = out.state
+    return _collect_one(steps, attns, lengths, logprob, src_lengths)
+
+
+def _collect_one(steps: list[Tensor], attns: list[Tensor], lengths: Tensor, logprob: Tensor,
+                 src_lengths: Tensor) -> list[Hyp]:
+    """Turn per-step [B] tokens / [B, S] attentions into one Hyp per sentence."""
+    n = lengths.size(0)
+    seq = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(n)]  # [B, T]
+    att = torch.stack(attns, 1).float().cpu() if attns else None  # [B, T, S]
+    hyps = []
+    for i, (length, lp, slen) in enumerate(zip(lengths.tolist(), logprob.tolist(),
+                                               src_lengths.tolist())):
+        a = att[i, :length, :slen].clone() if att is not None else None
+        hyps.append(Hyp(seq[i][:length], lp, lp, a))
+    return hyps
+
+
+@torch.inference_mode()
+def greedy(model, src: Tensor, src_lengths: Tensor, max_len_a: float = 1.5, max_len_b: int = 10,
+           min_len: int = 0, max_len: int | None = None,
+           return_attention: bool = True) -> list[Hyp]:
+    """Batched greedy decoding. src [B, S], src_lengths [B] -> B Hyps (score = logprob)."""
+    limits = max_lengths(src_lengths, max_len_a, max_len_b, max_len)
+    return _decode_one(model, src, src_lengths, lambda logp: logp.argmax(-1), limits,
+                       min_len, return_attention)
+
+
+def filter_logits(logp: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
+    """Sampling logits [B, V]: divide by temperature, keep the top_k largest
+    (0 = all) and the smallest set whose probability reaches top_p (nucleus);
+    the rest get -inf. The most likely token is always kept."""
+    x = logp / temperature
+    if top_k > 0:
+        kth = x.topk(min(top_k, x.size(-1)), dim=-1).values[:, -1:]  # [B, 1]
+        x = x.masked_fill(x < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_x, order = x.sort(-1, descending=True)
+        probs = sorted_x.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already >= p
+        drop[:, 0] = False
+        x = x.scatter(1, order, sorted_x.masked_fill(drop, -math.inf))
+    return x
+
+
+@torch.inference_mode()
+def sample(model, src: Tensor, src_lengths: Tensor, temperature: float = 1.0, top_k: int = 0,
+           top_p: float = 1.0, generator: torch.Generator | None = None,
+           max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
+           max_len: int | None = None, return_attention: bool = True) -> list[Hyp]:
+    """Batched ancestral sampling with temperature, top-k and top-p (nucleus).
+
+    ``temperature <= 0`` means argmax (greedy). Scores are log-probabilities of
+    the sampled tokens under the unmodified model distribution, so top_k=1
+    gives exactly greedy's tokens and scores. Reproducible from ``generator``.
+    """
+    def choose(logp: Tensor) -> Tensor:
+        if temperature <= 0:
+            return logp.argmax(-1)
+        probs = filter_logits(logp, temperature, top_k, top_p).softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+
+    limits = max_lengths(src_lengths, max_len_a, max_len_b, max_len)
+    return _decode_one(model, src, src_lengths, choose, limits, min_len, return_attention)
+
+
+# --- beam search --------------------------------------------------------------
+
+@dataclass
+class _Beams:
+    """Live hypotheses of the A still-active sentences (K rows each, row = a * K + k)."""
+
+    ids: Tensor           # [A] original sentence index
+    limits: Tensor        # [A] output length limit
+    scores: Tensor        # [A, K] raw log-prob sums, -inf = empty slot
+    tokens: Tensor        # [A*K, t] tokens so far (no BOS)
+    attn: Tensor | None   # [A*K, t, S] attention history (if kept)
+    cov: Tensor | None    # [A*K, S] attention sums (if coverage is used)
+    last: Tensor          # [A*K] last token (decoder input)
+
+    def select(self, sel: Tensor, rows: Tensor) -> "_Beams":
+        """Keep sentences ``sel`` [A'] whose hypothesis rows are ``rows`` [A'*K]."""
+        return _Beams(self.ids[sel], self.limits[sel], self.scores[sel], self.tokens[rows],
+                      None if self.attn is None else self.attn[rows],
+                      None if self.cov is None else self.cov[rows], self.last[rows])
+
+
+@dataclass
+class _Opts:
+    beam: int
+    nbest: int
+    penalty: str
+    alpha: float
+    beta: float
+    min_len: int
+    keep_attn: bool
+
+
+class _Finished:
+    """Per-sentence lists of finished hypotheses, pruned to the n best."""
+
+    def __init__(self, n: int, opts: _Opts, src_lengths: list[int], device: torch.device):
+        self.hyps: list[list[Hyp]] = [[] for _ in range(n)]
+        self.opts = opts
+        self.src_lengths = src_lengths
+        self.top = torch.full((n, opts.nbest), -math.inf, device=device)  # [B, nbest] sorted
+
+    def add(self, sent: Tensor, raw: Tensor, norm: Tensor, tokens: Tensor, attn: Tensor | None):
+        """Add N hypotheses: sent/raw/norm [N], tokens [N, t], attn [N, t, S] or None."""
+        if sent.numel() == 0:
+            return
+        attn = attn.float().cpu() if attn is not None else None
+        touched = set()
+        for j, (i, r, s, toks) in enumerate(zip(sent.tolist(), raw.tolist(), norm.tolist(),
+                                                tokens.tolist())):
+            a = attn[j, :, :self.src_lengths[i]].clone() if attn is not None else None
+            self.hyps[i].append(Hyp(toks, s, r, a))
+            touched.add(i)
+        for i in touched:  # stable sort: earlier-finished first among equal scores
+            self.hyps[i] = sorted(self.hyps[i], key=lambda h: -h.score)[:self.opts.nbest]
+            vals = [h.score for h in self.hyps[i]]
+            vals += [-math.inf] * (self.opts.nbest - len(vals))
+            self.top[i] = torch.tensor(vals, device=self.top.device)
+
+    def worst(self, ids: Tensor) -> Tensor:
+        """[A] the nbest-th best finished score of sentences ``ids`` (-inf if too few)."""
+        return self.top[ids, -1]
+
+
+def _final_scores(raw: Tensor, length: int, cov: Tensor | None, pad_mask: Tensor,
+                  opts: _Opts) -> Tensor:
+    """Ranking scores of finishing hypotheses: raw [N] -> [N]."""
+    score = length_normalise(raw, length, opts.penalty, opts.alpha)
+    if cov is not None and opts.beta > 0:
+        score = score + coverage_penalty(cov, pad_mask, opts.beta)
+    return score
+
+
+def _bound(beams: _Beams, opts: _Opts) -> Tensor:
+    """[A] upper bound on the ranking score any live hypothesis can still reach.
+
+    Log-probabilities only decrease and are <= 0, a hypothesis has at most L
+    tokens, and the length penalty grows with length, so raw / lp(L) bounds the
+    normalised score (lp = 1 for none, L for average); the coverage penalty is
+    <= 0, so it cannot raise the bound.
+    """
+    best = beams.scores.max(-1).values  # [A]
+    if opts.penalty == "none":
+        return best
+    return length_normalise(best, beams.limits, opts.penalty, opts.alpha)
+
+
+def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: _Opts) -> Tensor:
+    """Finish (truncated) the live hypotheses of sentences whose limit is t; -> done [A]."""
+    at_limit = beams.limits == t  # [A]
+    if not at_limit.any():
+        return at_limit
+    live = at_limit[:, None] & (beams.scores > -math.inf)  # [A, K]
+    rows = live.view(-1).nonzero().squeeze(1)  # [N]
+    raw = beams.scores.view(-1)[rows]
+    cov = beams.cov[rows] if beams.cov is not None else None
+    norm = _final_scores(raw, t, cov, enc.pad_mask[rows], opts)
+    attn = beams.attn[rows] if beams.attn is not None else None
+    fin.add(beams.ids[rows // opts.beam], raw, norm, beams.tokens[rows], attn)
+    return at_limit
+
+
+def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: _Opts):
+    """One beam step from StepOutput ``out``; returns (beams, source rows [A*K])."""
+    k = opts.beam
+    a = beams.scores.size(0)
+    logp = log_probs(out.logits, t, opts.min_len)  # [A*K, V]
+    vocab = logp.size(-1)
+    cand = (beams.scores.view(-1, 1) + logp).view(a, k * vocab)  # [A, K*V]
+    vals, idx = cand.topk(min(2 * k, k * vocab), dim=-1)  # [A, 2K]
+    rows = torch.arange(a, device=idx.device)[:, None] * k + idx // vocab  # [A, 2K]
+    toks = idx % vocab
+    is_eos = toks == EOS
+    cov = beams.cov + out.attention if beams.cov is not None else None  # [A*K, S]
+    # EOS among the top K candidates finishes a hypothesis; the K best others stay live.
+    fin_mask = is_eos & (vals > -math.inf)
+    fin_mask[:, k:] = False
+    frows = rows[fin_mask]
+    fcov = cov[frows] if cov is not None else None
+    norm = _final_scores(vals[fin_mask], t + 1, fcov, enc.pad_mask[frows], opts)
+    attn_hist = beams.attn[frows] if beams.attn is not None else None
+    fin.add(beams.ids[frows // k], vals[fin_mask], norm, beams.tokens[frows], attn_hist)
+    live_vals, pick = vals.masked_fill(is_eos, -math.inf).topk(k, dim=-1)  # [A, K]
+    src_rows = rows.gather(1, pick).view(-1)  # [A*K]
+    new_tok = toks.gather(1, pick).view(-1)  # [A*K]
+    attn = None
+    if beams.attn is not None:
+        attn = torch.cat([beams.attn[src_rows], out.attention[src_rows, None]], 1)
+    nxt = _Beams(beams.ids, beams.limits, live_vals,
+                 torch.cat([beams.tokens[src_rows], new_tok[:, None]], 1), attn,
+                 None if cov is None else cov[src_rows], new_tok)
+    return nxt, src_rows
+
+
+def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: _Opts):
+    """Encode, expand to K rows per sentence; -> (enc, state, beams, uses_attention)."""
+    n, k, dev = src.size(0), opts.beam, src.device
+    enc = model.encode(src, src_lengths)
+    state = model.init_state(enc)
+    expand = torch.arange(n, device=dev).repeat_interleave(k)  # [B*K]
+    enc, state = enc.select(expand), state.select(expand)
+    scores = torch.full((n, k), -math.inf, device=dev)
+    scores[:, 0] = 0.0  # one live hypothesis (the empty one) per sentence to start
+    s = enc.pad_mask.size(1)
+    beams = _Beams(torch.arange(n, device=dev), limits.to(dev), scores,
+                   torch.zeros(n * k, 0, dtype=torch.long, device=dev),
+                   torch.zeros(n * k, 0, s, device=dev) if opts.keep_attn else None,
+                   torch.zeros(n * k, s, device=dev) if opts.beta > 0 else None,
+                   torch.full((n * k,), BOS, dtype=torch.long, device=dev))
+    return enc, state, beams
+
+
+def _check_beam_args(beam: int, nbest: int, length_penalty: str) -> None:
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"nbest must be in [1, beam={beam}], got {nbest}")
+    if length_penalty not in LENGTH_PENALTIES:
+        raise ValueError(f"unknown length penalty {length_penalty!r}")
+
+
+@torch.inference_mode()
+def beam_search(model, src: Tensor, src_lengths: Tensor, beam: int = 5, nbest: int = 1,
+                length_penalty: str = "none", alpha: float = 0.6, coverage: float = 0.0,
+                min_len: int = 0, max_len_a: float = 1.5, max_len_b: int = 10,
+                max_len: int | None = None, return_attention: bool = True) -> list[list[Hyp]]:
+    """Batched beam search: src [B, S], src_lengths [B] -> B lists of ``nbest`` Hyps, best first.
+
+    All sentences x K beams advance together as [B*K] rows. Each step takes
+    the top 2K candidates of each sentence; EOS candidates among the top K are
+    moved to the sentence's finished list, and the K best non-EOS candidates
+    stay live, so an early finished hypothesis never ends the beam. Ranking
+    score = length-normalised log-prob (+ GNMT coverage penalty when
+    ``coverage`` > 0 and the model has attention). A sentence is done when it
+    has ``nbest`` finished hypotheses and the upper bound of :func:`_bound` on
+    its live hypotheses cannot beat the nbest-th of them (exact for every
+    penalty), or when its live hypotheses reach the length limit. Done
+    sentences are dropped from the batch.
+    """
+    _check_beam_args(beam, nbest, length_penalty)
+    opts = _Opts(beam, nbest, length_penalty, alpha, coverage, min_len, return_attention)
+    limits = max_lengths(src_lengths, max_len_a, max_len_b, max_len)
+    fin = _Finished(src.size(0), opts, src_lengths.tolist(), src.device)
+    if src.size(0) == 0:
+        return []
+    enc, state, beams = _start(model, src, src_lengths, limits, opts)
+    for t in range(int(limits.max().item()) + 1):
+        done = _finish_at_limit(beams, t, enc, fin, opts)
+        if t > 0:
+            done |= _bound(beams, opts) <= fin.worst(beams.ids)
+        if done.any():
+            sel = (~done).nonzero().squeeze(1)  # [A']
+            if sel.numel() == 0:
+                break
+            rows = (sel[:, None] * beam + torch.arange(beam, device=sel.device)).view(-1)
+            beams, enc, state = beams.select(sel, rows), enc.select(rows), state.select(rows)
+        out = model.step(beams.last, state, enc)
+        if out.attention is None:
+            beams.attn, beams.cov = None, None
+        beams, src_rows = _advance(beams, out, t, enc, fin, opts)
+        state = out.state.select(src_rows)
+    return fin.hyps
+
+
+# --- unknown-word replacement -------------------------------------------------
+
+def replace_unk(pieces: list[str], src_pieces: list[str], attention: Tensor | None,
+                unk: str = "<unk>") -> list[str]:
+    """Replace each ``unk`` output piece by the source piece it attends to most.
+
+    attention: [len(pieces), len(src_pieces)] (rows beyond it are ignored);
+    without attention the pieces are returned unchanged.
+    """
+    if attention is None or not src_pieces:
+        return list(pieces)
+    out = []
+    for i, piece in enumerate(pieces):
+        if piece == unk and i < attention.size(0):
+            j = int(attention[i, :len(src_pieces)].argmax())
+            piece = src_pieces[j]
+        out.append(piece)
+    return out
