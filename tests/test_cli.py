@@ -113,3 +113,16 @@ def test_plot_writes_pngs(capsys, toy_run):
     assert code == 0
     paths = out.split()
     assert paths and all(p.endswith(".png") for p in paths)
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, _ = run(capsys, ["demo", "--quick", "--out", str(out), "train.progress=false",
+                                   "train.tensorboard=false", "search.beam=2"])
+    assert code == 0
+    scores = json.loads((out / "test_scores.json").read_text())
+    assert scores["words"] == 300
+    assert 0.0 <= scores["word_error_rate"] <= 100.0 and scores["phoneme_error_rate"] >= 0.0
+    assert "hello" in stdout and "word error rate" in stdout
+    assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"

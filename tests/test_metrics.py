@@ -95,3 +95,15 @@ def test_format_table():
     text = metrics.format_table({"bleu": 12.345, "bleu_signature": "nrefs:1|x", "sentences": 3,
                                  "hypotheses": ["a"]})
     assert text.splitlines() == ["bleu        12.35", "sentences   3", "bleu signature: nrefs:1|x"]
+
+
+def test_g2p_error_rates_use_the_closest_reference():
+    from transduce.metrics import g2p_error_rates
+
+    hyps = ["T AH0 M EY1 T OW2", "K AE1 T", "D AO1 G Z"]
+    refs = [["T AH0 M EY1 T OW2", "T AH0 M AA1 T OW2"],   # matches the first of two
+            ["K AE1 T"],                                 # exact
+            ["D AO1 G"]]                                 # one insertion
+    rates = g2p_error_rates(hyps, refs)
+    assert rates["word_error_rate"] == pytest.approx(100 / 3)
+    assert rates["phoneme_error_rate"] == pytest.approx(100 * 1 / (6 + 3 + 3))

@@ -141,7 +141,8 @@ class TrainConfig:
     valid_every: int = 500
     valid_max_sentences: int | None = 1000
     """Decode at most this many validation sentences for BLEU/WER."""
-    early_stop_metric: Literal["loss", "bleu", "chrf", "wer", "per", "accuracy"] = "loss"
+    early_stop_metric: Literal["loss", "bleu", "chrf", "wer", "per", "accuracy", "exact_match"] = "loss"
+    """accuracy: teacher-forced token accuracy; exact_match: greedy-decoded sentences equal to the reference."""
     patience: int | None = None
     """Stop after this many validations without improvement (None = never)."""
     keep_best: int = 1

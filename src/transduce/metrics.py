@@ -131,11 +131,31 @@ def perplexity(nll_sum: float, n_tokens: int) -> float:
     return math.exp(mean) if mean < 709.0 else math.inf
 
 
+def g2p_error_rates(hyps: Sequence[str], ref_lists: Sequence[Sequence[str]]) -> dict[str, float]:
+    """The grapheme-to-phoneme convention, with every pronunciation of a word as a reference.
+
+    ``word_error_rate``: percent of words whose output equals none of their
+    references. ``phoneme_error_rate``: phoneme edit distance to the closest
+    reference, summed, over the summed lengths of those closest references.
+    """
+    if len(hyps) != len(ref_lists):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(ref_lists)} reference lists")
+    wrong = n_err = n_ref = 0
+    for hyp, refs in zip(hyps, ref_lists):
+        tokens = hyp.split()
+        dist, ref = min((edit_distance(tokens, r.split()), r.split()) for r in refs)
+        wrong += dist > 0
+        n_err += dist
+        n_ref += len(ref)
+    return {"word_error_rate": 100.0 * wrong / max(1, len(hyps)),
+            "phoneme_error_rate": 100.0 * n_err / max(1, n_ref)}
+
+
 METRICS = {"bleu": bleu, "chrf": chrf, "wer": wer, "per": per, "ser": ser,
            "exact_match": exact_match}
 """Name -> function(hyps, refs); bleu and chrf return a Score, the others a float."""
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "wer": False, "per": False, "ser": False,
-                    "exact_match": True, "ppl": False, "loss": False}
+                    "exact_match": True, "ppl": False, "loss": False, "accuracy": True}
 
 
 def score_texts(hyps: Sequence[str], refs: Sequence[str], names: Sequence[str]) -> dict:

@@ -85,12 +85,12 @@ from torch import nn
 from . import checkpoint as ck
 from .batching import BatchSampler, Example, collate, encode_pairs, example_sizes, filter_long
 from .config import Config, TrainConfig
+from .device import autocast, resolve_device
 from .errors import CheckpointError, ConfigError, DataError, UserError
+from .metrics import HIGHER_IS_BETTER
 from .loss import masked_cross_entropy, perplexity, token_accuracy
 from .sampling import make_next_input, teacher_forcing_ratio, two_pass_inputs
 
-HIGHER_IS_BETTER = {"loss": False, "wer": False, "per": False, "bleu": True, "chrf": True,
-                    "accuracy": True}
 DECODE_METRICS = ["bleu", "chrf", "wer", "per", "exact_match"]
 
 
@@ -120,21 +120,6 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda:<local_rank> if available else cpu; otherwise torch.device(name)."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"config key 'train.device': unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'train.device': {name} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def init_distributed(device: torch.device) -> Dist:
@@ -298,7 +283,7 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False):
         self.cfg, self.t, self.out = cfg, cfg.train, Path(out_dir)
         self.ckdir = self.out / "checkpoints"
-        self.device = resolve_device(self.t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = resolve_device(self.t.device, int(os.environ.get("LOCAL_RANK", "0")), key="train.device")
         self.dist = init_distributed(self.device)
         start = self._find_resume() if resume else self._check_fresh()
         codecs = (start.src_codec, start.tgt_codec) if start else None
@@ -422,10 +407,7 @@ class Trainer:
 
     # -- one update -----------------------------------------------------------------
     def _autocast(self):
-        if self.t.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.t.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.t.precision)
 
     def forward(self, batch, ratio: float):
         """Logits [B, T, V] for a batch at teacher-forcing ratio ``ratio``."""

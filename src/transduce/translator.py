@@ -13,7 +13,7 @@ results in input order. Used alike by ``transduce translate``, ``evaluate``,
   cut to their first ``max_src_len`` tokens; ``Translation.truncated`` is set
   and a ``UserWarning`` is issued once per Translator.
 * Precision: ``fp32``; ``bf16`` (``torch.autocast``, CPU or CUDA; on a CPU
-  without native bf16 it is much slower than fp32: 10x measured); ``fp16``
+  without AMX/AVX512-BF16 it is much slower than fp32, see :mod:`transduce.device`); ``fp16``
   (autocast, CUDA only); ``int8`` (CPU only: a copy of the model with
   ``torch.ao.quantization.quantize_dynamic``, qint8 weights, on every
   nn.Linear and on the encoder's nn.LSTM/nn.GRU; the decoder RNN, nn.RNN and
@@ -34,6 +34,7 @@ from torch import nn
 
 from . import search
 from .config import Config
+from .device import autocast, resolve_device
 from .errors import ConfigError, UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -95,13 +96,6 @@ class DecodeOptions:
             if not ok:
                 raise UserError(f"decoding option '{name}' {msg} (got {getattr(self, name)!r})")
         return self
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda if available else cpu; anything else as torch.device."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def prepare_model(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
@@ -285,10 +279,7 @@ class Translator:
         return [order[k:k + size] for k in range(0, len(order), size)]
 
     def _autocast(self):
-        if self.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(device_type=self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of ids -> (src [B, S] padded with PAD, lengths [B]) on the device."""

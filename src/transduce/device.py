@@ -1,0 +1,56 @@
+"""Devices and precision: the one place that resolves ``auto`` and builds autocast.
+
+bf16 autocast pays off on GPUs and on CPUs with native bf16 matrix units
+(Intel AMX or AVX512-BF16). On other CPUs (e.g. AVX2-only) PyTorch emulates
+bf16 matmuls, which is many times slower than fp32; transduce warns then.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+
+import torch
+
+from .errors import ConfigError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str | torch.device, local_rank: int = 0, key: str = "device") -> torch.device:
+    """``auto`` -> cuda:<local_rank> if available else cpu; otherwise torch.device(name).
+
+    Raises ConfigError naming ``key`` for an unknown device or CUDA without a GPU.
+    """
+    if str(name) == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"'{key}': unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"'{key}': {name} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (False if unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+
+
+def autocast(device: torch.device, precision: str):
+    """A context that runs under ``precision`` (fp32: no autocast)."""
+    if precision not in DTYPES:
+        return contextlib.nullcontext()
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.warn("bf16 on this CPU (no AMX/AVX512-BF16) is much slower than fp32; "
+                      "use precision fp32 here", RuntimeWarning, stacklevel=2)
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
