@@ -21,6 +21,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import write_section  # noqa: E402
+
 from transduce.batching import BatchSampler, Example, collate, example_sizes
 from transduce.corpora import read_parallel
 from transduce.tokenizers import train_sentencepiece
@@ -51,19 +54,6 @@ def one_run(tok, pairs, batch_tokens: int) -> dict[str, float]:
     times.update(tokenize=t1 - t0, vocab=t2 - t1, ids=t3 - t2, batches=t4 - t3, total=t4 - t0)
     times["n_batches"] = n_batches
     return times
-
-
-def write_results(text: str) -> None:
-    """Replace (or append) our section of bench/RESULTS.md."""
-    path = ROOT / "bench" / "RESULTS.md"
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    start = old.find(HEADING)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
 
 
 def report(train_s: float, runs: list[dict], n_pairs: int, vocab_size: int, args) -> str:
@@ -106,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(train_s, runs, len(pairs), tok.sp.get_piece_size(), args)
     print(text)
     if args.write:
-        write_results(text)
+        write_section(HEADING, text)
     return 0
 
 

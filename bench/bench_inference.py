@@ -34,6 +34,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import write_section  # noqa: E402
+
 from transduce import metrics
 from transduce.checkpoint import load_model
 from transduce.corpora import read_lines
@@ -296,18 +299,6 @@ def report(args, argv: list[str], table, variants, device, model_desc: str, n_se
     return "\n".join(lines)
 
 
-def write_results(path: Path, text: str) -> None:
-    """Replace (or append) our section of RESULTS.md, other sections untouched."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    start = old.find(HEADING)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
-
-
 # --- main ------------------------------------------------------------------------
 
 
@@ -334,7 +325,7 @@ def run(argv: list[str]) -> str:
     print("\n".join(notes(args, variants, device, desc, len(sources))).replace("\\*", "*"))
     text = report(args, argv, table, variants, device, desc, len(sources))
     if args.write:
-        write_results(Path(args.results), text)
+        write_section(HEADING, text, Path(args.results))
         print(f"bench_inference: wrote {args.results}", file=sys.stderr)
     return text
 

@@ -9,14 +9,6 @@ import torch
 from transduce.attention import SCORES, Attention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a shared CPU (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SCORE_NAMES = ["dot", "scaled_dot", "general", "additive", "concat"]
 

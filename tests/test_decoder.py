@@ -9,14 +9,6 @@ from transduce.decoder import DecoderState
 from transduce.model import Seq2Seq
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a shared CPU (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 V_SRC, V_TGT = 15, 17
 

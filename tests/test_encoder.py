@@ -8,14 +8,6 @@ from transduce import rnn as rnnlib
 from transduce.encoder import Encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a shared CPU (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _encoder(cell: str, bidirectional: bool, layers: int) -> Encoder:
     torch.manual_seed(0)

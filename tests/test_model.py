@@ -12,14 +12,6 @@ from transduce.errors import ConfigError
 from transduce.model import Bridge, Encoded, Seq2Seq, masked_mean
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a shared CPU (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 V_SRC, V_TGT = 13, 11
 BOS, EOS = 2, 3

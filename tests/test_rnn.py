@@ -7,14 +7,6 @@ import torch
 from transduce import rnn as rnnlib
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a shared CPU (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _state(cell: str, layers: int = 2, batch: int = 4, hidden: int = 6) -> rnnlib.Hidden:
     g = torch.Generator().manual_seed(0)

@@ -12,15 +12,6 @@ from transduce.search import beam_search, greedy, replace_unk, sample
 from transduce.vocab import EOS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 A, B_ = 4, 5  # the two ordinary tokens of the oracle vocabulary (V = 6)
 V = 6
 

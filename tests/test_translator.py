@@ -13,15 +13,6 @@ from transduce.translator import Translator, evaluate
 from transduce.vocab import UNK, build_codecs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PAIRS = [("cat", "K AE T"), ("dog", "D AO G"), ("bird", "B ER D"), ("fish", "F IH SH"),
          ("cow", "K AW"), ("goat", "G OW T")]
 TEXTS = ["goat", "c", "", "fishcat", "dog", "bird", "", "catdogfish"]

@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out or f"runs/{Path(args.config).stem}")
     summary = train(cfg, out, resume=bool(args.resume))
     print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return 130 if summary.get("interrupted") else 0
 
 
 def _search_options(args: argparse.Namespace) -> dict:

@@ -1,0 +1,21 @@
+"""Shared by the benchmark scripts: rewrite one section of bench/RESULTS.md."""
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def write_section(heading: str, text: str, path: Path = RESULTS) -> None:
+    """Replace the section that starts with ``heading`` (or append it); others stay as they are.
+
+    ``text`` starts with the heading line itself; a section runs to the next ``## `` heading.
+    """
+    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
+    start = old.find(heading)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(heading))
+        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
+    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
