@@ -128,6 +128,10 @@ def test_lr_schedules():
     assert [lr(s) for s in (0, 9, 10, 25, 1000)] == [1.0, 1.0, 0.5, 0.25, 0.01]
     lr = LRSchedule(TrainConfig(**base, lr_schedule="inverse_sqrt", warmup_steps=4)).lr_at
     assert [lr(s) for s in (0, 3, 15, 63)] == pytest.approx([0.25, 1.0, 0.5, 0.25])
+    lr = LRSchedule(TrainConfig(**base, lr_schedule="linear", warmup_steps=10, max_steps=110)).lr_at
+    assert [lr(s) for s in (0, 9, 10, 60, 110, 500)] == pytest.approx([0.1, 1.0, 1.0, 0.505, 0.01, 0.01])
+    lr = LRSchedule(TrainConfig(**base, lr_schedule="cosine", max_steps=100)).lr_at
+    assert [lr(s) for s in (0, 50, 100)] == pytest.approx([1.0, 0.505, 0.01])
     plateau = LRSchedule(TrainConfig(**base, lr_schedule="plateau", plateau_patience=1, plateau_factor=0.1))
     reduced = [plateau.observe(v, higher_is_better=False) for v in (5.0, 4.0, 4.5, 4.2, 4.1, 3.0)]
     assert reduced == [False, False, False, True, False, False]

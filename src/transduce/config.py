@@ -112,7 +112,8 @@ class TrainConfig:
     momentum: float = 0.0
     clip_norm: float | None = 5.0
     accum_steps: int = 1
-    lr_schedule: Literal["constant", "plateau", "inverse_sqrt", "step"] = "constant"
+    lr_schedule: Literal["constant", "plateau", "inverse_sqrt", "step", "linear", "cosine"] = "constant"
+    """linear / cosine: decay from lr after warm-up down to min_lr at max_steps."""
     warmup_steps: int = 0
     lr_step_size: int = 1000
     """step: multiply lr by lr_gamma every lr_step_size steps."""

@@ -45,7 +45,8 @@ is the teacher-forced token accuracy (in %).
 
 LR schedules (``lr_at``), with s the number of updates done: ``constant``
 lr; ``step`` lr * gamma ** (s // lr_step_size); ``inverse_sqrt`` lr *
-sqrt(max(1, warmup)) / sqrt(max(s + 1, warmup)); ``plateau`` lr times
+sqrt(max(1, warmup)) / sqrt(max(s + 1, warmup)); ``linear`` and ``cosine``
+decay from lr (after warm-up) to min_lr at max_steps; ``plateau`` lr times
 plateau_factor after each plateau_patience validations without improvement.
 Decays never go below min_lr. Warm-up (all schedules) multiplies by
 (s + 1) / warmup_steps for s < warmup_steps.
@@ -147,6 +148,14 @@ class LRSchedule:
 
     def lr_at(self, s: int) -> float:
         c = self.cfg
+        if c.lr_schedule in ("linear", "cosine"):
+            span = max(1, c.max_steps - c.warmup_steps)
+            done = min(1.0, max(0, s - c.warmup_steps) / span)
+            shape = 1.0 - done if c.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+            lr = c.min_lr + (c.lr - c.min_lr) * shape
+            if c.warmup_steps > 0 and s < c.warmup_steps:
+                lr *= (s + 1) / c.warmup_steps
+            return lr
         decay = {"constant": 1.0, "plateau": self.scale,
                  "step": c.lr_gamma ** (s // max(1, c.lr_step_size)),
                  "inverse_sqrt": math.sqrt(max(1, c.warmup_steps)) / math.sqrt(max(s + 1, c.warmup_steps))
