@@ -110,14 +110,13 @@ def test_next_input_changes_later_steps_only():
 def test_decoder_state_select(cell):
     h = torch.arange(24.0).view(2, 3, 4)
     hidden = (h, -h) if cell == "lstm" else h
-    state = DecoderState(hidden, feed=torch.arange(6.0).view(3, 2), prev_attn_sum=None)
+    state = DecoderState(hidden, feed=torch.arange(6.0).view(3, 2))
     picked = state.select(torch.tensor([2, 2, 0, 1]))
     ph = picked.hidden[0] if cell == "lstm" else picked.hidden
     assert torch.equal(ph, h[:, [2, 2, 0, 1]])
     if cell == "lstm":
         assert torch.equal(picked.hidden[1], -h[:, [2, 2, 0, 1]])
     assert torch.equal(picked.feed, state.feed[[2, 2, 0, 1]])
-    assert picked.prev_attn_sum is None
 
 
 def _parts(hidden):
@@ -131,7 +130,6 @@ def test_select_then_step_equals_step_then_select(conf):
     src, lengths, tgt_in = _batch()
     enc = model.encode(src, lengths)
     state = model.step(tgt_in[:, 0], model.init_state(enc), enc).state
-    state.prev_attn_sum = torch.rand(3, 6)
     idx = torch.tensor([2, 0, 0, 1, 2])
     a = model.step(tgt_in[idx, 1], state.select(idx), enc.select(idx))
     b = model.step(tgt_in[:, 1], state, enc)
@@ -139,7 +137,6 @@ def test_select_then_step_equals_step_then_select(conf):
     b_sel = b.state.select(idx)
     for part_a, part_b in zip(_parts(a.state.hidden), _parts(b_sel.hidden)):
         assert torch.allclose(part_a, part_b, atol=1e-6)
-    assert torch.equal(state.select(idx).prev_attn_sum, state.prev_attn_sum[idx])
     if b.attention is not None:
         assert torch.allclose(a.attention, b.attention[idx], atol=1e-6)
 

@@ -53,18 +53,17 @@ class DecoderState:
     """Everything the decoder carries from one step to the next.
 
     hidden: [L, B, H] (LSTM: (h, c)); feed: [B, H] previous attentional
-    state h~ (luong input feeding) or None; prev_attn_sum: [B, S] summed
-    attention (coverage) if a caller tracks it, else None.
+    state h~ (luong input feeding) or None. Coverage (summed attention) is
+    tracked by beam search itself, from the attention each step returns.
     """
 
     hidden: Hidden
     feed: Tensor | None = None
-    prev_attn_sum: Tensor | None = None
 
     def select(self, idx: Tensor) -> "DecoderState":
         """Rows ``idx`` [K] of the batch (repeat/reorder for beam search)."""
         pick = (lambda t: t.index_select(0, idx) if t is not None else None)
-        return DecoderState(rnnlib.select(self.hidden, idx), pick(self.feed), pick(self.prev_attn_sum))
+        return DecoderState(rnnlib.select(self.hidden, idx), pick(self.feed))
 
 
 @dataclass
@@ -162,7 +161,7 @@ class Decoder(nn.Module):
             ctx, att = self.attention(s, enc.keys, enc.memory, enc.pad_mask)
             pre = self._readout([ctx.to(s.dtype), s])
             feed = pre if self.input_feeding else None
-        return pre, DecoderState(hidden, feed, state.prev_attn_sum), att
+        return pre, DecoderState(hidden, feed), att
 
     def step(self, tokens: Tensor, state: DecoderState, enc: Any) -> StepOutput:
         """tokens [B] (previous outputs, BOS first) -> StepOutput(logits [B, V], ...)."""
