@@ -108,6 +108,32 @@ def test_evaluate_mismatched_files_is_a_user_error(capsys, toy_run, tmp_path):
     assert code == 2 and "src.txt has 2 lines" in err
 
 
+def test_evaluate_split_scores_the_corpus_of_the_models_config(capsys, toy_run, tmp_path):
+    from transduce.checkpoint import load_config
+    from transduce.corpora import load_splits
+
+    test = load_splits(load_config(toy_run).data).test
+    hyps = tmp_path / "hyps.txt"
+    code, out, _ = run(capsys, ["evaluate", str(toy_run), "--split", "test", "--greedy",
+                                "--metrics", "exact_match,ser", "--json", "--output", str(hyps)])
+    assert code == 0
+    result = json.loads(out)
+    lines = hyps.read_text().splitlines()
+    assert result["sentences"] == len(test) == len(lines) > 0
+    matches = sum(h.split() == t.split() for h, (_, t) in zip(lines, test))
+    assert result["exact_match"] == pytest.approx(100.0 * matches / len(test))
+    assert result["exact_match"] + result["ser"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "needs --source and --reference files, or --split"),
+    (["--split", "test", "--source", "x.txt"], "either --split or --source"),
+])
+def test_evaluate_needs_one_kind_of_input(capsys, toy_run, extra, message):
+    code, _, err = run(capsys, ["evaluate", str(toy_run), *extra])
+    assert code == 2 and message in err
+
+
 def test_plot_writes_pngs(capsys, toy_run):
     code, out, _ = run(capsys, ["plot", str(toy_run)])
     assert code == 0

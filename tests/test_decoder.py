@@ -154,3 +154,27 @@ def test_tied_output_layer_shares_the_embedding(hidden, emb):
     assert grad is not None and grad[1].abs().sum() > 0  # UNK never embedded: gradient from the output layer
     untied = _model(family="luong", hidden=hidden, emb_dim=emb)
     assert model.num_parameters() < untied.num_parameters()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("conf", [dict(family="bahdanau"), dict(family="luong", input_feeding=True),
+                                  dict(family="luong", input_feeding=False)])
+def test_int8_model_steps_like_fp32(cell, conf):
+    from transduce.translator import quantize_int8
+
+    model = _model(cell=cell, **conf)
+    with torch.no_grad():  # weights of a trained model's size, not the tiny initial output layer
+        for p in model.parameters():
+            p.uniform_(-0.5, 0.5)
+    q = quantize_int8(model)
+    src, lengths, tgt_in = _batch()
+    if cell != "rnn":  # torch has no dynamic int8 tanh RNN: that one stays fp32
+        assert not hasattr(q.decoder.rnn, "weight_ih_l0")
+    with torch.inference_mode():
+        ref = model(src, lengths, tgt_in, fused=False).logits
+        loop = q(src, lengths, tgt_in, fused=False).logits
+        assert loop.shape == ref.shape
+        assert (loop - ref).abs().max() < 0.05 * ref.abs().max()
+        if q.supports_fused:  # activation scales are per call, so close rather than equal
+            fused = q(src, lengths, tgt_in, fused=True).logits
+            assert (fused - ref).abs().max() < 0.05 * ref.abs().max()

@@ -91,8 +91,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     translator = Translator.from_dir(args.model, device=args.device, precision=args.precision)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    result = _evaluate_files(translator, args.source, args.reference, metrics,
-                            options=_search_options(args), hyp_out=args.output)
+    if args.split:
+        if args.source or args.reference:
+            raise UserError("evaluate takes either --split or --source and --reference, not both")
+        sources, references = _split_pairs(translator, args.split)
+        what = f"the {args.split} split of {args.model} (data.{args.split} in its config.yaml)"
+    elif args.source and args.reference:
+        sources, references = _read_lines(args.source), _read_lines(args.reference)
+        what = None
+        if len(sources) != len(references):
+            raise UserError(f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}")
+    else:
+        raise UserError("evaluate needs --source and --reference files, or --split valid|test")
+    if not sources:
+        raise UserError(f"{what or args.source} is empty")
+    result = _evaluate_pairs(translator, sources, references, metrics,
+                             options=_search_options(args), hyp_out=args.output)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -200,15 +214,18 @@ def _format_result(tr, nbest: int, jsonl: bool, with_attention: bool) -> str:
     return tr.text
 
 
-def _evaluate_files(translator, source, reference, metrics, options, hyp_out):
+def _split_pairs(translator, split: str) -> tuple[list[str], list[str]]:
+    """Sources and references of a split of the corpus the model was trained on
+    (its config's data section: a built-in corpus, or data.valid / data.test)."""
+    from .corpora import load_splits
+
+    pairs = getattr(load_splits(translator.config.data), split)
+    return [s for s, _ in pairs], [t for _, t in pairs]
+
+
+def _evaluate_pairs(translator, sources, references, metrics, options, hyp_out):
     from .translator import evaluate
 
-    sources = _read_lines(source)
-    references = _read_lines(reference)
-    if len(sources) != len(references):
-        raise UserError(f"{source} has {len(sources)} lines but {reference} has {len(references)}")
-    if not sources:
-        raise UserError(f"{source} is empty")
     result = evaluate(translator, sources, references, metrics=metrics, **options)
     if hyp_out:
         with _open_out(hyp_out) as fh:
@@ -268,9 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="translate a test set and score it")
     p.add_argument("model", help="model folder")
-    p.add_argument("--source", required=True, help="source sentences, one a line")
-    p.add_argument("--reference", required=True, help="reference translations, line-aligned")
-    p.add_argument("--metrics", default="bleu,chrf", help="comma list of bleu, chrf, wer, per, ppl")
+    p.add_argument("--source", help="source sentences, one a line")
+    p.add_argument("--reference", help="reference translations, line-aligned")
+    p.add_argument("--split", choices=["valid", "test"],
+                   help="instead of files: that split of the corpus in the model's config")
+    p.add_argument("--metrics", default="bleu,chrf",
+                   help="comma list of bleu, chrf, wer, per, ser, exact_match, ppl")
     p.add_argument("--output", help="also write the hypotheses to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_search_args(p)

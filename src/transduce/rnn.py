@@ -139,9 +139,11 @@ def run_step(rnn: nn.RNNBase, x: Tensor, hidden: Hidden) -> tuple[Tensor, Hidden
     module's own weights: it equals ``rnn(x[:, None], hidden)`` (to 1e-6) and
     applies the same inter-layer dropout, but measured ~1.5-2x faster than a
     length-1 ``nn.LSTM`` call for forward + backward on CPU. Under autocast
-    the module itself runs (in the autocast dtype) on a length-1 sequence.
+    the module itself runs (in the autocast dtype) on a length-1 sequence, and
+    so does a module without raw weights (dynamic int8, see
+    translator.quantize_int8).
     """
-    if torch.is_autocast_enabled(x.device.type):
+    if torch.is_autocast_enabled(x.device.type) or not hasattr(rnn, "weight_ih_l0"):
         out, hidden = run_seq(rnn, x.unsqueeze(1), hidden)  # [B, 1, H]
         return out.squeeze(1), hidden
     kind = cell_kind(rnn)
