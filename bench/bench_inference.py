@@ -97,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sentences for bf16 on a CPU without native bf16 (default 50)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trained-by", help="the command that trained --model, quoted in the report")
     p.add_argument("--write", action="store_true", help="replace our section of bench/RESULTS.md")
     p.add_argument("--results", default=str(RESULTS), help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true",
@@ -285,15 +286,18 @@ def notes(args, variants: list[Variant], device, model_desc: str, n_sent: int) -
                    "its BLEU and speed compare with fp32 on those sentences (the speed ratio "
                    "to fp32 on all of them).")
     if "int8" in args.precisions and device.type == "cpu":
-        out.append("int8: dynamic quantization (qint8 weights) of every nn.Linear and the "
-                   "encoder RNN; the decoder RNN step and embeddings stay fp32.")
+        out.append("int8: dynamic quantization (qint8 weights) of every nn.Linear, nn.LSTM and "
+                   "nn.GRU, the decoder's step RNN included; embeddings stay fp32.")
     return out
 
 
 def report(args, argv: list[str], table, variants, device, model_desc: str, n_sent: int) -> str:
-    command = "python3 bench/bench_inference.py " + shlex.join(argv)
-    lines = [HEADING, "", f"Command: `{command}`", "",
-             f"Device: {machine(device)}. Date: {datetime.date.today().isoformat()}.", ""]
+    shown = [a for i, a in enumerate(argv)  # the training command is quoted on its own line
+             if not a.startswith("--trained-by") and (i == 0 or argv[i - 1] != "--trained-by")]
+    lines = [HEADING, "", f"Command: `python3 bench/bench_inference.py {shlex.join(shown)}`", ""]
+    if args.trained_by:
+        lines += [f"`{args.model}` trained by `{args.trained_by}`.", ""]
+    lines += [f"Device: {machine(device)}. Date: {datetime.date.today().isoformat()}.", ""]
     lines += markdown_table(table) + [""]
     lines += [n + "\n" for n in notes(args, variants, device, model_desc, n_sent)]
     return "\n".join(lines)

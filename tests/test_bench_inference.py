@@ -97,9 +97,11 @@ def test_write_replaces_only_its_section(bench, toy, tmp_path):
     results.write_text("# Benchmark results\n\n## Data\nkeep me\n\n"
                        f"{bench.HEADING}\nold figures\n\n## Models\nkeep too\n", encoding="utf-8")
     bench.run(smoke_args(toy, "--precisions", "fp32", "--methods", "greedy", "--write",
-                         "--results", str(results)))
+                         "--results", str(results), "--trained-by", "transduce train toy"))
     text = results.read_text(encoding="utf-8")
     assert "old figures" not in text
+    assert f"`{toy / 'model'}` trained by `transduce train toy`." in text
+    assert "--trained-by" not in text
     assert text.count(bench.HEADING) == 1
     assert text.index("## Data\nkeep me") < text.index(bench.HEADING) < text.index("## Models\nkeep too")
     assert "Command: `python3 bench/bench_inference.py --model" in text
