@@ -266,7 +266,9 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         dev = torch.cuda.get_device_name(device)
     else:
-        dev = f"CPU {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        bf16 = "native bf16 (AMX or AVX512-BF16)" if cpu_has_fast_bf16() else "no native bf16"
+        dev = (f"CPU {cpu_name()}, {bf16}, {os.cpu_count()} cores, "
+               f"{torch.get_num_threads()} torch threads")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{dev}, load average {load:.1f} at start, Python {platform.python_version()}, "
             f"torch {torch.__version__}")

@@ -137,7 +137,9 @@ class TrainConfig:
     """Scheduled sampling by two fused passes instead of the step loop."""
     sample_temperature: float = 0.0
     """0 = feed argmax predictions; > 0 = sample them at this temperature."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Training precision; bf16/fp16 autocast keeps fp32 master weights. auto: bf16
+    where the device has native bf16 (GPU, CPU with AMX or AVX512-BF16), else fp32."""
     seed: int = 1234
     valid_every: int = 500
     valid_max_sentences: int | None = 1000

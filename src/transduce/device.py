@@ -46,8 +46,24 @@ def cpu_has_fast_bf16() -> bool:
     return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively (a bf16-capable GPU, or a
+    CPU with AMX or AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_fast_bf16()
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` -> ``bf16`` where :func:`fast_bf16` holds, else ``fp32``; others unchanged."""
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
     """A context that runs under ``precision`` (fp32: no autocast)."""
+    precision = resolve_precision(device, precision)
     if precision not in DTYPES:
         return contextlib.nullcontext()
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():

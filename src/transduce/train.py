@@ -86,7 +86,7 @@ from torch import nn
 from . import checkpoint as ck
 from .batching import BatchSampler, Example, collate, encode_pairs, example_sizes, filter_long
 from .config import Config, TrainConfig
-from .device import autocast, resolve_device
+from .device import autocast, resolve_device, resolve_precision
 from .errors import CheckpointError, ConfigError, DataError, UserError
 from .metrics import HIGHER_IS_BETTER
 from .loss import masked_cross_entropy, perplexity, token_accuracy
@@ -302,7 +302,10 @@ class Trainer:
         self.optimizer = make_optimizer(self.t, self.raw.parameters())
         self.schedule = LRSchedule(self.t)
         self.early = EarlyStopping(self.t.early_stop_metric, self.t.patience)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.t.precision == "fp16")
+        self.precision = resolve_precision(self.device, self.t.precision)
+        if self.t.precision == "auto":
+            self._info(f"precision auto: {self.precision} on {self.device}")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.generator = torch.Generator(device=self.device)
         self.step, self.epoch, self.pos, self.tokens_seen, self.elapsed = 0, 0, 0, 0, 0.0
         self.best_list: list[list] = []  # [value, step] of the kept best-N folders
@@ -416,7 +419,7 @@ class Trainer:
 
     # -- one update -----------------------------------------------------------------
     def _autocast(self):
-        return autocast(self.device, self.t.precision)
+        return autocast(self.device, self.precision)
 
     def forward(self, batch, ratio: float):
         """Logits [B, T, V] for a batch at teacher-forcing ratio ``ratio``."""
