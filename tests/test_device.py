@@ -50,3 +50,18 @@ def test_config_accepts_auto_precision():
     assert load(None, ["train.precision=auto"]).train.precision == "auto"
     with pytest.raises(ConfigError, match="train.precision"):
         load(None, ["train.precision=fp8"])
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_translator_auto_precision(monkeypatch, native, expected):
+    from transduce.config import load
+    from transduce.model import Seq2Seq
+    from transduce.translator import Translator
+    from transduce.vocab import Vocab
+
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: native)
+    cfg = load(None, ["model.hidden=8", "model.emb_dim=4", "model.enc_layers=1", "model.dec_layers=1"])
+    vocab = Vocab.build([["a", "b"]])
+    model = Seq2Seq.from_config(cfg.model, len(vocab), len(vocab))
+    tr = Translator(model, cfg, None, None, precision="auto")
+    assert tr.precision == expected

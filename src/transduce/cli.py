@@ -243,8 +243,9 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len", type=int, help="absolute maximum output length in tokens")
     p.add_argument("--min-len", type=int, help="minimum output length in tokens")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
-                   help="inference precision: bf16 autocast (AMX CPUs, GPUs) or dynamic int8 (CPU)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
+                   help="inference precision: bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs), dynamic "
+                        "int8 (CPU), or auto (bf16 where native, else fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,8 @@ results in input order. Used alike by ``transduce translate``, ``evaluate``,
   and a ``UserWarning`` is issued once per Translator.
 * Precision: ``fp32``; ``bf16`` (``torch.autocast``, CPU or CUDA; on a CPU
   without AMX/AVX512-BF16 it is much slower than fp32, see :mod:`transduce.device`); ``fp16``
-  (autocast, CUDA only); ``int8`` (CPU only: a copy of the model with
+  (autocast, CUDA only); ``auto`` (bf16 where the device has native bf16,
+  else fp32: :func:`transduce.device.resolve_precision`); ``int8`` (CPU only: a copy of the model with
   ``torch.ao.quantization.quantize_dynamic``, qint8 weights, on every
   nn.Linear, nn.LSTM and nn.GRU; nn.RNN (tanh) and the embeddings stay fp32,
   see :func:`quantize_int8`).
@@ -34,10 +35,10 @@ from torch import nn
 
 from . import search
 from .config import Config
-from .device import autocast, resolve_device
+from .device import autocast, resolve_device, resolve_precision
 from .errors import ConfigError, UserError
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 METHODS = ("beam", "greedy", "sample")
 
 
@@ -153,8 +154,8 @@ class Translator:
                  device: str | torch.device = "cpu", precision: str = "fp32",
                  max_src_len: int | None = None):
         self.device = resolve_device(device)
-        self.precision = precision
-        self.model = prepare_model(model, self.device, precision)
+        self.precision = resolve_precision(self.device, precision)
+        self.model = prepare_model(model, self.device, self.precision)
         self.config = config
         self.src_codec, self.tgt_codec = src_codec, tgt_codec
         self.max_src_len = max_src_len or 2 * config.data.max_len
