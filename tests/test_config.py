@@ -81,3 +81,21 @@ def test_round_trip_through_yaml(tmp_path):
     cfg.save(tmp_path / "config.yaml")
     again = config.load(tmp_path / "config.yaml")
     assert again == cfg
+
+
+def test_errors_name_the_file_or_the_override(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("model:\n  hidden: 32\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hiden: 32\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(good, ["model.hiden=3"])
+    assert str(info.value).startswith("command-line override: unknown config key 'model.hiden'")
+    with pytest.raises(ConfigError) as info:
+        config.load(bad, ["train.lr=0.1"])
+    assert str(info.value).startswith(f"{bad}: unknown config key 'model.hiden'")
+    with pytest.raises(ConfigError, match="command-line override: config key 'train.lr': expected float"):
+        config.load(good, ["train.lr=abc"])
+    # an override may repair a bad value of the file
+    (tmp_path / "fixable.yaml").write_text("model:\n  hidden: -1\n")
+    assert config.load(tmp_path / "fixable.yaml", ["model.hidden=16"]).model.hidden == 16

@@ -373,9 +373,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML recipe (or the defaults when ``path`` is None) plus overrides."""
     data = read_yaml(path) if path is not None else {}
+    merged = apply_overrides(data, overrides or [])  # its errors name the override
     try:
-        return from_dict(apply_overrides(data, overrides or []))
+        return from_dict(merged)
     except ConfigError as exc:
-        if path is not None:
-            raise ConfigError(f"{path}: {exc}") from None
-        raise
+        if not overrides:
+            raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        try:  # name the culprit: the file itself, or the command-line overrides
+            from_dict(data)
+        except ConfigError as file_exc:
+            raise ConfigError(f"{path}: {file_exc}" if path is not None else str(file_exc)) from None
+        raise ConfigError(f"command-line override: {exc}") from None
