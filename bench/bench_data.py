@@ -12,6 +12,7 @@ Training the 8k joint BPE model is timed once, separately. Prints seconds per
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 import statistics
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import write_section  # noqa: E402
+from results_md import cpu_name, write_section  # noqa: E402
 
 from transduce.batching import BatchSampler, Example, collate, example_sizes
 from transduce.corpora import read_parallel
@@ -63,8 +64,8 @@ def report(train_s: float, runs: list[dict], n_pairs: int, vocab_size: int, args
         f"Command: `python3 bench/bench_data.py --runs {args.runs} --write` "
         f"(Multi30k train de+en, {n_pairs} pairs, joint BPE {vocab_size}, "
         f"batch_tokens {args.batch_tokens}).",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(shared), Python {platform.python_version()}, torch {torch.__version__}.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPU cores (shared), Python "
+        f"{platform.python_version()}, torch {torch.__version__}, {datetime.date.today().isoformat()}.",
         "",
         "| stage | seconds per 10,000 pairs (median of %d) |" % len(runs),
         "|---|---|",

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import write_section  # noqa: E402
+from results_md import cpu_name, write_section  # noqa: E402
 
 from transduce import metrics
 from transduce.checkpoint import load_model
@@ -250,15 +250,6 @@ def text_table(table: list[list[str]]) -> str:
     fmt = lambda r: "  ".join(c.rjust(w) if i > 2 else c.ljust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(HEADER), fmt(["-" * w for w in widths])] + [fmt(r) for r in table])
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            line = next((l for l in fh if l.startswith("model name")), "")
-        return line.split(":", 1)[1].strip() if line else platform.processor() or platform.machine()
-    except OSError:
-        return platform.processor() or platform.machine()
 
 
 def machine(device: torch.device) -> str:

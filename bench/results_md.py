@@ -1,6 +1,8 @@
-"""Shared by the benchmark scripts: rewrite one section of bench/RESULTS.md."""
+"""Shared by the benchmark scripts: rewrite one section of bench/RESULTS.md,
+name the CPU."""
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -19,3 +21,13 @@ def write_section(heading: str, text: str, path: Path = RESULTS) -> None:
         end = old.find("\n## ", start + len(heading))
         new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
     path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's words elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            line = next((l for l in fh if l.startswith("model name")), "")
+    except OSError:
+        line = ""
+    return line.split(":", 1)[1].strip() if line else platform.processor() or platform.machine()
