@@ -1,0 +1,40 @@
+"""bench/bench_models.py and bench/bench_data.py run and report (tiny settings)."""
+import gzip
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_bench_models_quick_reports_every_family():
+    out = run("bench_models.py", "--quick", "--reps", "1")
+    assert out.returncode == 0, out.stderr
+    speeds = dict(re.findall(r"^  (\S+ (?:fused|loop))\s+([\d,]+) tok/s", out.stdout, re.M))
+    assert set(speeds) == {"sutskever fused", "sutskever loop", "cho fused", "cho loop",
+                           "bahdanau loop", "luong+feed loop", "luong fused", "luong loop"}
+    assert all(int(v.replace(",", "")) > 0 for v in speeds.values())
+    sections = out.stdout.count("\nbatch ")  # one per batch size and precision
+    assert sections >= 1 and out.stdout.count("fused/loop = ") == 3 * sections
+
+
+def test_bench_data_on_a_tiny_corpus(tmp_path):
+    words = ["ein", "Hund", "läuft", "eine", "Katze", "schläft", "zwei", "Kinder", "spielen"]
+    de = [" ".join(words[(i + k) % len(words)] for k in range(3 + i % 5)) for i in range(400)]
+    en = [line.upper() for line in de]
+    for name, lines in (("train.de.gz", de), ("train.en.gz", en)):
+        with gzip.open(tmp_path / name, "wt", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+    out = run("bench_data.py", "--data", str(tmp_path), "--runs", "1", "--vocab-size", "60")
+    assert out.returncode == 0, out.stderr
+    assert "400 pairs" in out.stdout
+    for stage in ("tokenize", "vocab", "ids", "batches", "total"):
+        assert re.search(rf"^\| {stage} \| \d+\.\d{{3}} \|$", out.stdout, re.M), stage
+    missing = run("bench_data.py", "--data", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "Multi30k not found" in missing.stderr
