@@ -98,13 +98,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         what = f"the {args.split} split of {args.model} (data.{args.split} in its config.yaml)"
     elif args.source and args.reference:
         sources, references = _read_lines(args.source), _read_lines(args.reference)
-        what = None
+        what = args.source
         if len(sources) != len(references):
             raise UserError(f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}")
     else:
         raise UserError("evaluate needs --source and --reference files, or --split valid|test")
     if not sources:
-        raise UserError(f"{what or args.source} is empty")
+        raise UserError(f"{what} is empty")
     result = _evaluate_pairs(translator, sources, references, metrics,
                              options=_search_options(args), hyp_out=args.output)
     if args.json:

@@ -153,14 +153,12 @@ class LRSchedule:
             done = min(1.0, max(0, s - c.warmup_steps) / span)
             shape = 1.0 - done if c.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
             lr = c.min_lr + (c.lr - c.min_lr) * shape
-            if c.warmup_steps > 0 and s < c.warmup_steps:
-                lr *= (s + 1) / c.warmup_steps
-            return lr
-        decay = {"constant": 1.0, "plateau": self.scale,
-                 "step": c.lr_gamma ** (s // max(1, c.lr_step_size)),
-                 "inverse_sqrt": math.sqrt(max(1, c.warmup_steps)) / math.sqrt(max(s + 1, c.warmup_steps))
-                 }[c.lr_schedule]
-        lr = max(c.min_lr, c.lr * decay) if decay < 1.0 else c.lr
+        else:
+            decay = {"constant": 1.0, "plateau": self.scale,
+                     "step": c.lr_gamma ** (s // max(1, c.lr_step_size)),
+                     "inverse_sqrt": math.sqrt(max(1, c.warmup_steps)) / math.sqrt(max(s + 1, c.warmup_steps))
+                     }[c.lr_schedule]
+            lr = max(c.min_lr, c.lr * decay) if decay < 1.0 else c.lr
         if c.warmup_steps > 0 and s < c.warmup_steps:
             lr *= (s + 1) / c.warmup_steps
         return lr
