@@ -116,8 +116,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with dynamic int8 weights for every nn.Linear,
     nn.LSTM and nn.GRU (torch has no dynamic int8 tanh RNN). The quantized
     decoder RNN has no raw weights for the fused cell kernels, so its step
-    runs the module on a length-1 sequence (rnn.run_step): measured 1.26x
-    faster than the fp32 step on a g2p model, see bench/RESULTS.md."""
+    runs the module on a length-1 sequence (rnn.run_step). Speed and BLEU of
+    int8 against fp32: bench/bench_inference.py, figures in bench/RESULTS.md."""
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
     spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
