@@ -11,9 +11,6 @@ from transduce.config import load as load_config
 from transduce.device import cpu_has_fast_bf16
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_inference.py"
-TOY = ["data.toy_size=400", "train.max_steps=30", "train.valid_every=30",
-       "train.valid_max_sentences=10", "train.progress=false", "train.tensorboard=false"]
-
 
 def load_bench():
     spec = importlib.util.spec_from_file_location("bench_inference", BENCH)
@@ -29,10 +26,10 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, toy_overrides):
     """A toy model folder and 20 test pairs of its task as source/reference files."""
     root = tmp_path_factory.mktemp("bench_inference")
-    assert cli_main(["train", "toy", "--out", str(root / "model")] + TOY) == 0
+    assert cli_main(["train", "toy", "--out", str(root / "model")] + list(toy_overrides)) == 0
     pairs = corpora.load_splits(load_config(None, ["data.corpus=reverse"]).data).test[:20]
     (root / "src.txt").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
     (root / "ref.txt").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")

@@ -8,9 +8,6 @@ import pytest
 
 from transduce.cli import main
 
-TOY = ["data.toy_size=400", "train.max_steps=30", "train.valid_every=30",
-       "train.valid_max_sentences=20", "train.progress=false", "train.tensorboard=false"]
-
 
 def run(capsys, argv, stdin=None, monkeypatch=None):
     if stdin is not None:
@@ -56,9 +53,9 @@ def test_prepare_reports_mismatch(capsys, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
+def toy_run(tmp_path_factory, toy_overrides):
     out = tmp_path_factory.mktemp("runs") / "toy"
-    assert main(["train", "toy", *TOY, "--out", str(out)]) == 0
+    assert main(["train", "toy", *toy_overrides, "--out", str(out)]) == 0
     return out
 
 
