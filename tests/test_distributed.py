@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import tiny_config_dict
 from transduce.config import from_dict
 from transduce.train import Trainer
 
@@ -22,24 +23,18 @@ torch.set_num_threads(1)
 cfg = from_dict(json.loads(os.environ["TEST_CFG"]))
 trainer = Trainer(cfg, os.environ["TEST_OUT"])
 summary = trainer.run()
-save_model(trainer.raw, os.path.join(os.environ["TEST_WEIGHTS"], f"rank{trainer.dist.rank}.safetensors"))
-print(json.dumps({"rank": trainer.dist.rank, "world": trainer.dist.world, "steps": summary["steps"]}))
+save_model(trainer.model, os.path.join(os.environ["TEST_WEIGHTS"], f"rank{trainer.workers.rank}.safetensors"))
+print(json.dumps({"rank": trainer.workers.rank, "world": trainer.workers.world, "steps": summary["steps"]}))
 trainer.close()
 """
 
 
 def _cfg_dict(accum):
-    return {
-        "data": {"corpus": "reverse", "toy_size": 96, "toy_vocab": 6, "toy_len": [2, 5]},
-        "tokenizer": {"src": "whitespace", "tgt": "whitespace"},
-        "model": {"family": "luong", "cell": "gru", "emb_dim": 8, "hidden": 16, "enc_layers": 1,
-                  "dec_layers": 1, "attention": "general", "input_feeding": False,
-                  "dropout": 0.0, "emb_dropout": 0.0},
-        "search": {"beam": 1, "max_len_a": 1.0, "max_len_b": 1},
-        "train": {"batch_sentences": 12, "max_steps": 3, "optimizer": "sgd", "lr": 0.5,
-                  "clip_norm": None, "accum_steps": accum, "valid_every": 100,
-                  "valid_max_sentences": 4, "tensorboard": False, "progress": False},
-    }
+    """The shared tiny config, without dropout, with plain SGD: two ranks must match one process."""
+    return tiny_config_dict(
+        data={"toy_size": 96}, model={"dropout": 0.0, "emb_dropout": 0.0}, search={"max_len_b": 1},
+        train={"batch_sentences": 12, "max_steps": 3, "optimizer": "sgd", "lr": 0.5, "clip_norm": None,
+               "accum_steps": accum, "valid_every": 100, "valid_max_sentences": 4})
 
 
 def _free_port():
@@ -82,11 +77,11 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
 
     # one process, two micro-batches per update = the union of the two ranks' batches
     single = Trainer(from_dict(_cfg_dict(accum=2)), tmp_path / "single")
-    init = {k: v.clone() for k, v in single.raw.state_dict().items()}
+    init = {k: v.clone() for k, v in single.model.state_dict().items()}
     assert single.run()["steps"] == 3
     single.close()
     moved = 0
-    for k, v in single.raw.state_dict().items():
+    for k, v in single.model.state_dict().items():
         torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6)
         moved += int(not torch.equal(v, init[k]))
     assert moved > 5  # training did change the weights

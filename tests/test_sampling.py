@@ -1,15 +1,11 @@
-"""Teacher-forcing schedules, per-token coins, and the two-pass variant."""
-import math
+"""Scheduled sampling: per-token coins, predictions, and the two-pass variant."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from transduce.config import TrainConfig
-from transduce.errors import ConfigError
-from transduce.sampling import (make_next_input, mixed_inputs, predict, teacher_forcing_ratio,
-                                two_pass, two_pass_inputs)
+from transduce.sampling import make_next_input, mixed_inputs, predict, two_pass_inputs
 from transduce.vocab import BOS, PAD
 
 
@@ -59,41 +55,6 @@ def _real_model():
                       input_feeding=False, dropout=0.0, emb_dropout=0.0)
     torch.manual_seed(0)
     return model_mod.Seq2Seq.from_config(cfg, 9, 9).eval()
-
-
-# --- schedules -------------------------------------------------------------------
-
-def test_constant_with_warmup():
-    cfg = TrainConfig(teacher_forcing=0.7, tf_warmup=10)
-    assert [teacher_forcing_ratio(cfg, s) for s in (0, 9, 10, 10**6)] == [1.0, 1.0, 0.7, 0.7]
-
-
-def test_linear_schedule_values():
-    cfg = TrainConfig(tf_schedule="linear", tf_floor=0.2, tf_steps=100, tf_warmup=10)
-    got = [teacher_forcing_ratio(cfg, s) for s in (0, 10, 35, 60, 110, 5000)]
-    assert got == pytest.approx([1.0, 1.0, 0.8, 0.6, 0.2, 0.2])
-
-
-def test_exponential_schedule_values():
-    cfg = TrainConfig(tf_schedule="exponential", tf_k=0.99, tf_warmup=5)
-    assert teacher_forcing_ratio(cfg, 4) == 1.0
-    assert teacher_forcing_ratio(cfg, 5) == 1.0  # i = 0
-    assert teacher_forcing_ratio(cfg, 105) == pytest.approx(0.99 ** 100)
-    assert teacher_forcing_ratio(TrainConfig(tf_schedule="exponential", tf_k=0.5, tf_floor=0.1), 10) == 0.1
-
-
-def test_inverse_sigmoid_schedule_values():
-    cfg = TrainConfig(tf_schedule="inverse_sigmoid", tf_k=10.0)
-    assert teacher_forcing_ratio(cfg, 0) == pytest.approx(10 / 11)
-    assert teacher_forcing_ratio(cfg, 50) == pytest.approx(10 / (10 + math.exp(5)))
-    assert teacher_forcing_ratio(cfg, 10**7) == 0.0
-
-
-def test_bad_k_is_a_config_error():
-    with pytest.raises(ConfigError, match="train.tf_k"):
-        teacher_forcing_ratio(TrainConfig(tf_schedule="exponential", tf_k=1.5), 3)
-    with pytest.raises(ConfigError, match="train.tf_k"):
-        teacher_forcing_ratio(TrainConfig(tf_schedule="inverse_sigmoid", tf_k=0.9), 3)
 
 
 # --- next_input ----------------------------------------------------------------------
@@ -174,6 +135,3 @@ def test_two_pass_inputs_use_pass_one_predictions_and_coins():
     want = torch.where(gold == PAD, PAD, torch.where(coins < 0.4, gold, predicted[:, :-1]))
     assert torch.equal(mixed[:, 1:], want) and torch.all(mixed[:, 0] == BOS)
     assert two_pass_inputs(model, b, 1.0, 0.0, None) is b.tgt_in
-    out = two_pass(model, b, 0.4, 0.0, torch.Generator().manual_seed(9))
-    assert torch.equal(out.logits, model(b.src, b.src_lengths, mixed).logits)
-    assert out.logits.requires_grad

@@ -1,4 +1,4 @@
-"""Trainer: end to end on a toy corpus, exact resume, Ctrl-C, schedules, early stopping."""
+"""Trainer: end to end on a toy corpus, exact resume, Ctrl-C, the data report."""
 import json
 import signal
 
@@ -7,25 +7,9 @@ import torch
 
 from transduce import checkpoint as ck
 from transduce import train as train_mod
-from transduce.config import TrainConfig, from_dict
 from transduce.errors import UserError
 from transduce.search import greedy
-from transduce.train import EarlyStopping, LRSchedule, train
-
-
-def _cfg(**train_opts):
-    opts = dict(batch_sentences=16, max_steps=8, lr=5e-3, valid_every=4, valid_max_sentences=16,
-                log_every=2, tensorboard=False, progress=False, early_stop_metric="loss", keep_last=2)
-    opts.update(train_opts)
-    return from_dict({
-        "data": {"corpus": "reverse", "toy_size": 160, "toy_vocab": 6, "toy_len": [2, 5]},
-        "tokenizer": {"src": "whitespace", "tgt": "whitespace"},
-        "model": {"family": "luong", "cell": "gru", "emb_dim": 8, "hidden": 16, "enc_layers": 1,
-                  "dec_layers": 1, "attention": "general", "input_feeding": False,
-                  "dropout": 0.2, "emb_dropout": 0.1},
-        "search": {"beam": 1, "max_len_a": 1.0, "max_len_b": 2},
-        "train": opts,
-    })
+from transduce.train import train
 
 
 def _weights(folder):
@@ -42,8 +26,8 @@ def _assert_same_run(a, b, step):
     assert all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
-def test_end_to_end_reduces_loss_and_writes_a_loadable_folder(tmp_path):
-    cfg = _cfg(max_steps=24, valid_every=12, lr=3e-2, teacher_forcing=0.8, tf_two_pass=True)
+def test_end_to_end_reduces_loss_and_writes_a_loadable_folder(tmp_path, tiny_config):
+    cfg = tiny_config(train=dict(max_steps=24, valid_every=12, lr=3e-2, teacher_forcing=0.8, tf_two_pass=True))
     summary = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -58,7 +42,7 @@ def test_end_to_end_reduces_loss_and_writes_a_loadable_folder(tmp_path):
     loaded = ck.load_model(run)  # the run folder itself is the best model
     assert loaded.meta["step"] == 24
     src = torch.tensor([loaded.src_codec.encode("a b c")])
-    hyp = greedy(loaded.model, src, torch.tensor([3]), 1.0, 2)[0]
+    hyp = greedy(loaded.model, src, torch.tensor([3]), loaded.config.search)[0]
     assert isinstance(loaded.tgt_codec.decode(hyp.tokens), str)
     with pytest.raises(UserError, match="already holds a training run"):
         train(cfg, run)
@@ -69,11 +53,11 @@ def test_end_to_end_reduces_loss_and_writes_a_loadable_folder(tmp_path):
     dict(tf_schedule="linear", tf_steps=8, tf_two_pass=True, lr_schedule="inverse_sqrt", warmup_steps=3,
          optimizer="adamw", weight_decay=0.01),
 ])
-def test_resume_is_bitwise_exact(tmp_path, variant):
+def test_resume_is_bitwise_exact(tmp_path, tiny_config, variant):
     variant = dict(variant, valid_every=100)  # the split run also validates at 4: that must not matter
-    train(_cfg(**variant), tmp_path / "straight")
-    train(_cfg(max_steps=4, **variant), tmp_path / "split")
-    summary = train(_cfg(**variant), tmp_path / "split", resume=True)
+    train(tiny_config(train=variant), tmp_path / "straight")
+    train(tiny_config(train=dict(variant, max_steps=4)), tmp_path / "split")
+    summary = train(tiny_config(train=variant), tmp_path / "split", resume=True)
     assert summary["steps"] == 8
     _assert_same_run(tmp_path / "straight", tmp_path / "split", 8)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
@@ -96,8 +80,8 @@ def _interrupt_at(monkeypatch, call, how):
 
 
 @pytest.mark.parametrize("how", ["raise", "signal"])
-def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys, how):
-    cfg = _cfg(teacher_forcing=0.7, accum_steps=2, valid_every=100, max_steps=6)
+def test_ctrl_c_saves_and_resumes_exactly(tmp_path, tiny_config, monkeypatch, capsys, how):
+    cfg = tiny_config(train=dict(teacher_forcing=0.7, accum_steps=2, valid_every=100, max_steps=6))
     train(cfg, tmp_path / "straight")
     _interrupt_at(monkeypatch, 6, how)  # 3rd update (2 micro-batches each)
     summary = train(cfg, tmp_path / "split")
@@ -109,38 +93,12 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys, how):
     _assert_same_run(tmp_path / "straight", tmp_path / "split", 6)
 
 
-def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, capsys):
-    train(_cfg(max_steps=8), tmp_path / "b")
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, tiny_config, capsys):
+    train(tiny_config(), tmp_path / "b")
     weights = tmp_path / "b" / "checkpoints" / "step-8" / "model.safetensors"
     good = _weights(weights.parent)
     weights.write_bytes(weights.read_bytes()[:64])
-    assert train(_cfg(max_steps=8), tmp_path / "b", resume=True)["steps"] == 8  # redone from step 4
+    assert train(tiny_config(), tmp_path / "b", resume=True)["steps"] == 8  # redone from step 4
     assert "skipping checkpoint" in capsys.readouterr().err
     again = _weights(weights.parent)
     assert all(torch.equal(good[k], again[k]) for k in good)
-
-
-def test_lr_schedules():
-    base = dict(lr=1.0, min_lr=0.01)
-    lr = LRSchedule(TrainConfig(**base, warmup_steps=4)).lr_at
-    assert [lr(s) for s in (0, 1, 3, 4, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
-    lr = LRSchedule(TrainConfig(**base, lr_schedule="step", lr_step_size=10, lr_gamma=0.5)).lr_at
-    assert [lr(s) for s in (0, 9, 10, 25, 1000)] == [1.0, 1.0, 0.5, 0.25, 0.01]
-    lr = LRSchedule(TrainConfig(**base, lr_schedule="inverse_sqrt", warmup_steps=4)).lr_at
-    assert [lr(s) for s in (0, 3, 15, 63)] == pytest.approx([0.25, 1.0, 0.5, 0.25])
-    lr = LRSchedule(TrainConfig(**base, lr_schedule="linear", warmup_steps=10, max_steps=110)).lr_at
-    assert [lr(s) for s in (0, 9, 10, 60, 110, 500)] == pytest.approx([0.1, 1.0, 1.0, 0.505, 0.01, 0.01])
-    lr = LRSchedule(TrainConfig(**base, lr_schedule="cosine", max_steps=100)).lr_at
-    assert [lr(s) for s in (0, 50, 100)] == pytest.approx([1.0, 0.505, 0.01])
-    plateau = LRSchedule(TrainConfig(**base, lr_schedule="plateau", plateau_patience=1, plateau_factor=0.1))
-    reduced = [plateau.observe(v, higher_is_better=False) for v in (5.0, 4.0, 4.5, 4.2, 4.1, 3.0)]
-    assert reduced == [False, False, False, True, False, False]
-    assert plateau.lr_at(50) == pytest.approx(0.1)
-
-
-def test_early_stopping():
-    es = EarlyStopping("bleu", patience=2)
-    flags = [es.update(v, s) for s, v in enumerate([10.0, 12.0, 11.0, 12.0, 13.0, 1.0, 2.0])]
-    assert flags == [True, True, False, False, True, False, False]
-    assert es.should_stop and es.best == 13.0 and es.best_step == 4
-

@@ -51,9 +51,12 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save_model as _st_save_model
 from torch import Tensor, nn
 
-from . import __version__
+from . import config as config_mod
 from .config import Config
 from .errors import CheckpointError, UserError
+from .model import Seq2Seq
+from .version import __version__
+from .vocab import Codec
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
@@ -267,8 +270,6 @@ def _is_alias(own: dict[str, Tensor], key: str, saved: dict[str, Tensor]) -> boo
 
 def load_config(dir: str | Path) -> Config:
     """The Config of a model folder."""
-    from . import config as config_mod
-
     path = _require(Path(dir) / CONFIG)
     try:
         return config_mod.load(path)
@@ -277,8 +278,7 @@ def load_config(dir: str | Path) -> Config:
 
 
 def _load_codec(dir: Path, prefix: str) -> Any:
-    from .vocab import Codec
-
+    """The ``prefix`` (src/tgt) Codec of a model folder; CheckpointError when it cannot be read."""
     try:
         return Codec.load(dir, prefix)
     except CheckpointError:
@@ -289,8 +289,6 @@ def _load_codec(dir: Path, prefix: str) -> Any:
 
 def load_model(dir: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """Load a model folder written by ``save_model``/``save_checkpoint`` (model in eval mode)."""
-    from .model import Seq2Seq
-
     dir = Path(dir)
     if not dir.is_dir():
         raise CheckpointError(f"model folder not found: {dir}")
@@ -338,12 +336,6 @@ def _write_training_files(folder: Path, training: TrainingState) -> None:
     _save_tensors(tensors, folder / OPTIMIZER)
     _save_tensors(training.tensors, folder / RNG)
     _write_text(folder / STATE, json.dumps({"optimizer": rest, "trainer": training.state}, indent=1))
-
-
-def save_training_state(dir: str | Path, training: TrainingState) -> None:
-    """Write ``dir/trainer/`` atomically (optimizer, RNG tensors, state.json)."""
-    with atomic_dir(Path(dir) / TRAINER) as tmp:
-        _write_training_files(tmp, training)
 
 
 def load_training_state(dir: str | Path, device: str | torch.device = "cpu") -> TrainingState:

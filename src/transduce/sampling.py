@@ -1,21 +1,7 @@
-"""Teacher forcing and scheduled sampling (Bengio et al. 2015).
+"""Scheduled sampling (Bengio et al. 2015): the decoder's next input, gold or predicted.
 
-Schedules
----------
-``teacher_forcing_ratio(train_cfg, step)`` gives the probability that the
-decoder input at a position is the gold token. ``step`` is the number of
-optimizer updates already done (0 for the first batch). The first
-``tf_warmup`` steps always give 1.0; after that ``i = step - tf_warmup``
-(so i = 0 on the first step after warm-up) and:
-
-=================  =================================================
-``constant``       ``teacher_forcing``  (i is ignored)
-``linear``         ``max(tf_floor, 1 - (1 - tf_floor) * i / tf_steps)``
-``exponential``    ``max(tf_floor, tf_k ** i)``            (0 < k < 1)
-``inverse_sigmoid`` ``max(tf_floor, k / (k + exp(i / k)))`` (k >= 1)
-=================  =================================================
-
-``tf_floor`` (default 0) bounds all three decaying schedules from below.
+The ratio itself (the probability of feeding the gold token at a step) comes
+from ``schedules.teacher_forcing_ratio``.
 
 Mixing
 ------
@@ -27,65 +13,20 @@ prediction (argmax, or a sample from ``softmax(logits / temperature)`` when
 A ratio of 1.0 is pure teacher forcing: ``make_next_input`` returns None, no
 random number is drawn and the model may use its fused path.
 
-Two passes (``tf_two_pass``): a teacher-forced pass without gradients gives
-the predictions at every position; gold and predicted tokens are mixed by
-the coins; a second fused pass on the mixed inputs carries the gradients.
+Two passes (``tf_two_pass``): ``two_pass_inputs`` runs a teacher-forced pass
+without gradients for the predictions at every position and mixes gold and
+predicted tokens by the coins; the trainer's second, fused pass on the mixed
+inputs carries the gradients.
 It differs from the step loop only in that the predictions come from gold
 prefixes; for a fixed mixed input sequence both give the same logits.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
-
 import torch
 from torch import Tensor
 
-from .config import TrainConfig
-from .errors import ConfigError
-
+from .decoder import NextInput
 from .vocab import PAD
-
-NextInput = Callable[[int, Tensor, Tensor], Tensor]
-
-
-def _linear(cfg: TrainConfig, i: int) -> float:
-    if cfg.tf_steps <= 0:
-        raise ConfigError("config key 'train.tf_steps' must be positive for tf_schedule: linear")
-    return 1.0 - (1.0 - cfg.tf_floor) * min(1.0, i / cfg.tf_steps)
-
-
-def _exponential(cfg: TrainConfig, i: int) -> float:
-    if not 0.0 < cfg.tf_k < 1.0:
-        raise ConfigError(f"config key 'train.tf_k' must be in (0, 1) for tf_schedule: exponential, got {cfg.tf_k}")
-    return cfg.tf_k ** i
-
-
-def _inverse_sigmoid(cfg: TrainConfig, i: int) -> float:
-    k = cfg.tf_k
-    if k < 1.0:
-        raise ConfigError(f"config key 'train.tf_k' must be >= 1 for tf_schedule: inverse_sigmoid, got {k}")
-    x = i / k
-    return k / (k + math.exp(x)) if x < 700 else 0.0
-
-
-SCHEDULES: dict[str, Callable[[TrainConfig, int], float]] = {
-    "constant": lambda cfg, i: cfg.teacher_forcing,
-    "linear": _linear,
-    "exponential": _exponential,
-    "inverse_sigmoid": _inverse_sigmoid,
-}
-
-
-def teacher_forcing_ratio(cfg: TrainConfig, step: int) -> float:
-    """Probability of feeding the gold token at update ``step`` (see module doc)."""
-    if step < cfg.tf_warmup:
-        return 1.0
-    i = step - cfg.tf_warmup
-    ratio = SCHEDULES[cfg.tf_schedule](cfg, i)
-    if cfg.tf_schedule != "constant":
-        ratio = max(cfg.tf_floor, ratio)
-    return float(min(1.0, max(0.0, ratio)))
 
 
 def predict(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
@@ -166,10 +107,3 @@ def two_pass_inputs(model: torch.nn.Module, batch, ratio: float, temperature: fl
     predicted = predict(logits, temperature, generator)  # [B, T]
     coins = draw_coins((tgt_in.shape[0], tgt_in.shape[1] - 1), generator, tgt_in.device)
     return mixed_inputs(tgt_in, predicted, coins, ratio)
-
-
-def two_pass(model: torch.nn.Module, batch, ratio: float, temperature: float = 0.0,
-             generator: torch.Generator | None = None):
-    """Second (gradient) pass of two-pass scheduled sampling -> ForwardOutput (logits [B, T, V])."""
-    mixed = two_pass_inputs(model, batch, ratio, temperature, generator)
-    return model(batch.src, batch.src_lengths, mixed)
