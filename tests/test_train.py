@@ -7,6 +7,7 @@ import torch
 
 from transduce import checkpoint as ck
 from transduce import train as train_mod
+from transduce.corpora import load_splits
 from transduce.errors import UserError
 from transduce.search import greedy
 from transduce.train import train
@@ -102,3 +103,27 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, tiny_config, capsys)
     assert "skipping checkpoint" in capsys.readouterr().err
     again = _weights(weights.parent)
     assert all(torch.equal(good[k], again[k]) for k in good)
+
+
+def test_start_reports_dropped_pairs_in_the_log(tmp_path, tiny_config, capsys):
+    cfg = tiny_config(data={"max_len": 4}, train={"max_steps": 2, "valid_every": 100})
+    splits = load_splits(cfg.data)
+    dropped = sum(1 for src, tgt in splits.train if len(src.split()) > 4 or len(tgt.split()) > 4)
+    assert 0 < dropped < len(splits.train)
+    train(cfg, tmp_path / "run")
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert first == {"step": 0, "split": "data", "train_pairs": len(splits.train) - dropped,
+                     "dropped_too_long": dropped, "valid_pairs": len(splits.valid), "time": 0.0}
+    assert f"{len(splits.train) - dropped} training pairs ({dropped} dropped" in capsys.readouterr().err
+
+
+def test_an_empty_validation_split_is_announced(tmp_path, tiny_config, capsys):
+    (tmp_path / "train.tsv").write_text("a b\tb a\nc d\td c\na c\tc a\n")
+    (tmp_path / "valid.tsv").write_text("\t\n")
+    cfg = tiny_config(data={"corpus": None, "train": [str(tmp_path / "train.tsv")],
+                            "valid": [str(tmp_path / "valid.tsv")]}, train={"max_steps": 2})
+    summary = train(cfg, tmp_path / "run")
+    assert "the validation split is empty" in capsys.readouterr().err
+    assert summary["valid"] == {} and ck.load_model(tmp_path / "run").meta["step"] == 2  # the last model
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert (first["train_pairs"], first["dropped_too_long"], first["valid_pairs"]) == (3, 0, 0)
