@@ -11,7 +11,7 @@ from transduce import checkpoint as ck
 from transduce.config import from_dict
 from transduce.errors import CheckpointError
 from transduce.model import Seq2Seq
-from transduce.vocab import build_codecs
+from transduce.vocab import BOS, PAD, build_codecs
 
 PAIRS = [("a b c", "c b a"), ("b c", "c b"), ("c a a b", "b a a c")]
 
@@ -28,8 +28,8 @@ def _setup(seed=0, **model):
 
 
 def _inputs():
-    src = torch.tensor([[4, 5, 6], [5, 6, 0]])
-    return src, torch.tensor([3, 2]), torch.tensor([[2, 6, 5], [2, 6, 0]])
+    src = torch.tensor([[4, 5, 6], [5, 6, PAD]])
+    return src, torch.tensor([3, 2]), torch.tensor([[BOS, 6, 5], [BOS, 6, PAD]])
 
 
 def test_save_load_round_trip_with_shared_weights(tmp_path):

@@ -106,6 +106,7 @@ def _save_module(model: nn.Module, path: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text (not atomic: callers write into temporary folders)."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
 
@@ -123,6 +124,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def _os_message(path: Path, exc: OSError) -> str:
+    """The CheckpointError message of a failed write (disk full said plainly)."""
     if exc.errno == errno.ENOSPC:
         return (f"cannot write checkpoint {path}: disk full (no space left on device); "
                 "the previous checkpoint was left intact; free some space and resume")
@@ -176,6 +178,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 # --- model folders -------------------------------------------------------------
 
 def _meta(model: nn.Module, src_codec: Any, tgt_codec: Any, meta: dict | None) -> dict:
+    """meta.json: version, parameter count, vocabulary sizes, time, then ``meta``."""
     out = {
         "transduce_version": __version__,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -188,12 +191,14 @@ def _meta(model: nn.Module, src_codec: Any, tgt_codec: Any, meta: dict | None) -
 
 
 def _vocab_size(codec: Any) -> int | None:
+    """len(codec.vocab), or None for a codec without one."""
     vocab = getattr(codec, "vocab", None)
     return len(vocab) if vocab is not None else None
 
 
 def _write_model_files(folder: Path, model: nn.Module, cfg: Config, src_codec: Any,
                        tgt_codec: Any, meta: dict | None) -> None:
+    """The files of a model folder, written into ``folder`` (meta.json last)."""
     cfg.save(folder / CONFIG)
     src_codec.save(folder, "src")
     tgt_codec.save(folder, "tgt")
@@ -220,6 +225,7 @@ def save_checkpoint(dir: str | Path, model: nn.Module, cfg: Config, src_codec: A
 
 
 def _require(path: Path) -> Path:
+    """``path``, or a CheckpointError when it is not a file."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file missing (incomplete or not a transduce checkpoint)")
     return path
@@ -320,6 +326,7 @@ def _flatten_optimizer(sd: dict) -> tuple[dict[str, Tensor], dict]:
 
 
 def _unflatten_optimizer(tensors: dict[str, Tensor], rest: dict) -> dict:
+    """Inverse of ``_flatten_optimizer`` (betas back to tuples)."""
     state: dict[int, dict] = {int(pid): dict(values) for pid, values in rest["state"].items()}
     for key, value in tensors.items():
         _, pid, name = key.split(".", 2)
@@ -332,6 +339,7 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], rest: dict) -> dict:
 
 
 def _write_training_files(folder: Path, training: TrainingState) -> None:
+    """optimizer.safetensors, rng.safetensors and state.json into ``folder``."""
     tensors, rest = _flatten_optimizer(training.optimizer)
     _save_tensors(tensors, folder / OPTIMIZER)
     _save_tensors(training.tensors, folder / RNG)
@@ -379,6 +387,7 @@ def restore_rng(plain: dict, tensors: dict[str, Tensor]) -> None:
 
 
 def _cuda_index(key: str) -> int:
+    """i of a ``cuda.i`` key (-1 for others), to sort CUDA RNG states."""
     return int(key.split(".")[1]) if key.startswith("cuda.") else -1
 
 
@@ -408,6 +417,7 @@ def average_checkpoints(dirs: list[str | Path], out_dir: str | Path) -> Path:
 
 
 def _average(states: list[dict[str, Tensor]], dirs: list[Path]) -> dict[str, Tensor]:
+    """Mean of floating tensors (float64, cast back); others from the last state."""
     keys = set(states[-1])
     for s, d in zip(states, dirs):
         if set(s) != keys or any(s[k].shape != states[-1][k].shape for k in keys):

@@ -79,6 +79,7 @@ class RunFolder:
 
     @property
     def checkpoints(self) -> Path:
+        """``out/checkpoints``."""
         return self.out / CHECKPOINTS
 
     def step_dir(self, step: int) -> Path:

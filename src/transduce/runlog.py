@@ -45,6 +45,7 @@ class RunLog:
     """Writes the run log of one process; a disabled log (ranks > 0) writes nothing."""
 
     def __init__(self, out_dir: Path, tensorboard: bool, enabled: bool = True):
+        """The log of ``out_dir``; TensorBoard scalars too when ``tensorboard`` (and ``enabled``)."""
         self.path = Path(out_dir) / LOG
         self.tensorboard_dir = Path(out_dir) / TENSORBOARD
         self.enabled = enabled

@@ -69,6 +69,7 @@ def make_next_input(ratio: float, temperature: float = 0.0,
         return None
 
     def next_input(t: int, logits_t: Tensor, gold_next: Tensor) -> Tensor:
+        """Input of step t+1: gold or the prediction of step t, one coin per sentence."""
         predicted = predict(logits_t, temperature, generator)  # [B]
         if ratio <= 0.0:
             return mix(gold_next, predicted, torch.ones_like(gold_next, dtype=torch.float), ratio)

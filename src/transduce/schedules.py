@@ -56,6 +56,7 @@ class LRSchedule:
     """Learning rate per update (see the module docstring); state is plain floats."""
 
     def __init__(self, cfg: TrainConfig):
+        """No plateau reduction yet."""
         self.cfg = cfg
         self.scale = 1.0  # plateau reductions
         self.best: float | None = None
@@ -139,18 +140,21 @@ class EarlyStopping:
 # --- teacher forcing ------------------------------------------------------------------
 
 def _linear(cfg: TrainConfig, i: int) -> float:
+    """1 -> tf_floor over tf_steps steps."""
     if cfg.tf_steps <= 0:
         raise ConfigError("config key 'train.tf_steps' must be positive for tf_schedule: linear")
     return 1.0 - (1.0 - cfg.tf_floor) * min(1.0, i / cfg.tf_steps)
 
 
 def _exponential(cfg: TrainConfig, i: int) -> float:
+    """tf_k ** i."""
     if not 0.0 < cfg.tf_k < 1.0:
         raise ConfigError(f"config key 'train.tf_k' must be in (0, 1) for tf_schedule: exponential, got {cfg.tf_k}")
     return cfg.tf_k ** i
 
 
 def _inverse_sigmoid(cfg: TrainConfig, i: int) -> float:
+    """k / (k + exp(i / k)), 0 once exp would overflow."""
     k = cfg.tf_k
     if k < 1.0:
         raise ConfigError(f"config key 'train.tf_k' must be >= 1 for tf_schedule: inverse_sigmoid, got {k}")

@@ -88,6 +88,7 @@ DECODE_METRICS = ["bleu", "chrf", "wer", "per", "exact_match"]
 
 
 def _say(msg: str) -> None:
+    """One ``transduce: ...`` line on stderr."""
     print(f"transduce: {msg}", file=sys.stderr, flush=True)
 
 
@@ -159,6 +160,7 @@ class TrainingData:
 
     @property
     def codecs(self) -> tuple[Codec, Codec]:
+        """(src_codec, tgt_codec)."""
         return self.src_codec, self.tgt_codec
 
 
@@ -221,6 +223,7 @@ class Trainer:
     """Owns the model, optimizer, schedules and counters of one training run."""
 
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False):
+        """Set up the run in ``out_dir``: a fresh one, or the newest loadable checkpoint when ``resume``."""
         self.cfg, self.train_cfg, self.out = cfg, cfg.train, Path(out_dir)
         opts = self.train_cfg
         self.device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")), key="train.device")
@@ -341,6 +344,7 @@ class Trainer:
 
     # -- one update -----------------------------------------------------------------
     def _autocast(self):
+        """The autocast context of the training precision."""
         return autocast(self.device, self.precision)
 
     def forward(self, batch, ratio: float):
@@ -569,6 +573,7 @@ class Trainer:
             return
 
         def handler(signum, frame):
+            """SIGINT: ask the loop to stop; the second time, abort."""
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.stop_requested = True
