@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from transduce.config import TrainConfig
+from transduce.config import TrainConfig, load
 from transduce.errors import ConfigError
 from transduce.schedules import EarlyStopping, LRSchedule, teacher_forcing_ratio
 
@@ -77,8 +77,9 @@ def test_inverse_sigmoid_schedule_values():
     assert teacher_forcing_ratio(cfg, 10**7) == 0.0
 
 
-def test_bad_k_is_a_config_error():
-    with pytest.raises(ConfigError, match="train.tf_k"):
-        teacher_forcing_ratio(TrainConfig(tf_schedule="exponential", tf_k=1.5), 3)
-    with pytest.raises(ConfigError, match="train.tf_k"):
-        teacher_forcing_ratio(TrainConfig(tf_schedule="inverse_sigmoid", tf_k=0.9), 3)
+def test_the_config_refuses_k_and_steps_the_schedules_cannot_use():
+    for bad in (["train.tf_schedule=exponential", "train.tf_k=1.5"],
+                ["train.tf_schedule=inverse_sigmoid", "train.tf_k=0.9"],
+                ["train.tf_schedule=linear", "train.tf_steps=0"]):
+        with pytest.raises(ConfigError, match=r"train\.tf_(k|steps)"):
+            load(None, bad)
