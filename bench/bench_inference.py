@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import os
 import platform
@@ -42,7 +43,8 @@ from transduce.checkpoint import load_model
 from transduce.corpora import read_lines
 from transduce.device import cpu_has_fast_bf16, resolve_device
 from transduce.errors import UserError
-from transduce.translator import PRECISIONS, Translator
+from transduce.config import PRECISIONS
+from transduce.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "multi30k"
@@ -152,7 +154,7 @@ def slow_bf16(device: torch.device) -> bool:
 def make_translators(loaded, args, device: torch.device) -> dict[str, Translator]:
     """One Translator per precision over the same weights (int8: a quantized copy)."""
     cfg = copy.deepcopy(loaded.config)
-    cfg.search.batch_size = args.batch_size
+    cfg.search = dataclasses.replace(cfg.search, batch_size=args.batch_size)
     out = {}
     for precision in args.precisions:
         if precision == "int8" and device.type != "cpu":
@@ -184,9 +186,9 @@ def run_once(tr: Translator, v: Variant) -> tuple[float, list]:
     opts = tr.options(**METHODS[v.method])
     start = time.perf_counter()
     if v.mode == "batched":
-        out = tr.translate_with(v.texts, opts)
+        out = tr.translate(v.texts, opts)
     else:
-        out = [tr.translate_with([text], opts)[0] for text in v.texts]
+        out = [tr.translate([text], opts)[0] for text in v.texts]
     return time.perf_counter() - start, out
 
 
@@ -194,7 +196,7 @@ def measure(translators: dict, variants: list[Variant], repeats: int) -> None:
     """Warm up each translator, then time all variants round robin ``repeats`` times."""
     for precision, tr in translators.items():
         for method in {v.method for v in variants}:
-            tr.translate_with(variants[0].texts[:2], tr.options(**METHODS[method]))
+            tr.translate(variants[0].texts[:2], tr.options(**METHODS[method]))
     for r in range(repeats):
         for v in variants:
             seconds, out = run_once(translators[v.precision], v)

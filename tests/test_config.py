@@ -43,8 +43,8 @@ def test_int_widens_to_float_but_not_back():
     ("trian.lr=1", "unknown config section 'trian'"),
     ("model.cell=tanh", "'model.cell': 'tanh' is not one of 'lstm' | 'gru' | 'rnn'"),
     ("model.bidirectional=3", "'model.bidirectional': expected bool"),
-    ("train.teacher_forcing=1.5", "'train.teacher_forcing' must be in [0, 1]"),
-    ("model.share_embeddings=true", "'model.share_embeddings' needs tokenizer.joint"),
+    ("train.teacher_forcing=1.5", "'train.teacher_forcing': must be in [0, 1], got 1.5"),
+    ("model.share_embeddings=true", "'model.share_embeddings': needs tokenizer.joint"),
     ("lr=1", "key must be section.key"),
     ("train.lr", "must look like section.key=value"),
 ])

@@ -10,8 +10,8 @@ import pytest
 from num2words import num2words
 
 from transduce import corpora
-from transduce.config import DataConfig
-from transduce.errors import DataError
+from transduce.config import DataConfig, from_dict
+from transduce.errors import ConfigError, DataError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MULTI30K = SHARED / "data" / "multi30k"
@@ -204,8 +204,8 @@ def test_toy_sort_by_rank_not_string():
 
 
 def test_toy_bad_lengths():
-    with pytest.raises(DataError, match="data.toy_len"):
-        corpora.load_splits(DataConfig(corpus="copy", toy_len=[5, 2]))
+    with pytest.raises(ConfigError, match="data.toy_len"):  # refused when the config is read
+        from_dict({"data": {"corpus": "copy", "toy_len": [5, 2]}})
 
 
 # --- multi30k ------------------------------------------------------------------

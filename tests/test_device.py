@@ -12,8 +12,17 @@ CPU = torch.device("cpu")
 def test_auto_precision_follows_native_bf16(monkeypatch, native, expected):
     monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: native)
     assert dev.resolve_precision(CPU, "auto") == expected
-    for explicit in ("fp32", "bf16", "fp16"):
+    for explicit in ("fp32", "bf16", "int8"):
         assert dev.resolve_precision(CPU, explicit) == explicit
+
+
+@pytest.mark.parametrize("precision, message", [
+    ("fp16", "'train.precision': fp16 needs a CUDA device"),
+    ("fp8", "'train.precision': 'fp8' is not one of fp32, bf16, fp16, int8, auto"),
+])
+def test_precision_refused_where_it_cannot_run(precision, message):
+    with pytest.raises(ConfigError, match=message):
+        dev.resolve_precision(CPU, precision, key="train.precision")
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -73,8 +73,9 @@ def test_perplexity():
     assert metrics.perplexity(10.0, 5) == pytest.approx(math.exp(2.0))
     assert metrics.perplexity(0.0, 3) == 1.0
     assert metrics.perplexity(1e6, 1) == math.inf
-    with pytest.raises(ValueError):
-        metrics.perplexity(1.0, 0)
+    assert metrics.perplexity(math.inf, 4) == math.inf
+    assert math.isnan(metrics.perplexity(1.0, 0))
+    assert math.isnan(metrics.perplexity(math.nan, 3))
 
 
 def test_mismatched_lengths_and_unknown_metric():

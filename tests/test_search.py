@@ -1,6 +1,7 @@
 """Search: oracle decoders with hand-set probabilities, and a tiny real model."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from transduce import search
+from transduce.config import DecodeOptions
 from transduce.search import beam_search, greedy, replace_unk, sample
 from transduce.vocab import EOS
 
@@ -94,13 +96,13 @@ def lg(p):
 
 
 def test_oracle_nbest_no_penalty():
-    out = beam_search(Oracle(TABLE), SRC, LEN, beam=2, nbest=2, length_penalty="none", max_len=10)
+    out = beam_search(Oracle(TABLE), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="none", max_len=10))
     assert toks_scores(out[0]) == [([B_], lg(0.36)), ([A], lg(0.3))]
     assert out[0][0].logprob == pytest.approx(math.log(0.36))
 
 
 def test_oracle_average_penalty_longer_wins():
-    out = beam_search(Oracle(TABLE), SRC, LEN, beam=2, nbest=2, length_penalty="average", max_len=10)
+    out = beam_search(Oracle(TABLE), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="average", max_len=10))
     assert toks_scores(out[0]) == [([B_], round(math.log(0.36) / 2, 6)),
                                    ([A, A], round(math.log(0.18) / 3, 6))]
     assert out[0][1].logprob == pytest.approx(math.log(0.18))
@@ -109,11 +111,11 @@ def test_oracle_average_penalty_longer_wins():
 def test_oracle_gnmt_penalty():
     table = {(): {EOS: 0.55, A: 0.45}, (A,): {A: 0.99, EOS: 0.01}, (A, A): {EOS: 1.0}}
     lp = lambda n, alpha: ((5 + n) / 6) ** alpha
-    out = beam_search(Oracle(table), SRC, LEN, beam=2, nbest=2, length_penalty="gnmt", alpha=2.0, max_len=10)
+    out = beam_search(Oracle(table), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="gnmt", alpha=2.0, max_len=10))
     assert toks_scores(out[0]) == [([A, A], round(math.log(0.45 * 0.99) / lp(3, 2.0), 6)),
                                    ([], round(math.log(0.55) / lp(1, 2.0), 6))]
     # without a length penalty the early, top-ranked empty output wins
-    out = beam_search(Oracle(table), SRC, LEN, beam=2, nbest=1, length_penalty="none", max_len=10)
+    out = beam_search(Oracle(table), SRC, LEN, DecodeOptions(beam=2, nbest=1, length_penalty="none", max_len=10))
     assert toks_scores(out[0]) == [([], lg(0.55))]
 
 
@@ -121,23 +123,23 @@ def test_top_finished_early_but_longer_wins_later():
     # EOS is a top-K candidate at step 0 (finished: []), but the beam goes on
     # with 'a' and finds [a, a] with a higher probability.
     table = {(): {A: 0.6, EOS: 0.4}, (A,): {A: 0.9, EOS: 0.1}, (A, A): {EOS: 1.0}}
-    out = beam_search(Oracle(table), SRC, LEN, beam=2, nbest=2, length_penalty="none", max_len=10)
+    out = beam_search(Oracle(table), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="none", max_len=10))
     assert toks_scores(out[0]) == [([A, A], lg(0.54)), ([], lg(0.4))]
 
 
 def test_oracle_min_len():
-    out = beam_search(Oracle(TABLE), SRC, LEN, beam=2, nbest=2, length_penalty="none", min_len=2, max_len=10)
+    out = beam_search(Oracle(TABLE), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="none", min_len=2, max_len=10))
     assert toks_scores(out[0]) == [([A, A], lg(0.18)), ([A, B_], lg(0.12))]
-    g = greedy(Oracle(TABLE), SRC, LEN, min_len=2, max_len=10)
+    g = greedy(Oracle(TABLE), SRC, LEN, DecodeOptions(method="greedy", min_len=2, max_len=10))
     assert toks_scores(g) == [([A, A], lg(0.18))]
 
 
 def test_oracle_max_len_truncates_without_eos():
-    out = beam_search(Oracle(TABLE), SRC, LEN, beam=2, nbest=2, length_penalty="none", max_len=1)
+    out = beam_search(Oracle(TABLE), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="none", max_len=1))
     assert toks_scores(out[0]) == [([A], lg(0.6)), ([B_], lg(0.4))]
-    out = beam_search(Oracle(TABLE), SRC, LEN, beam=2, nbest=1, max_len_a=0.0, max_len_b=0)
+    out = beam_search(Oracle(TABLE), SRC, LEN, DecodeOptions(length_penalty="none", beam=2, nbest=1, max_len_a=0.0, max_len_b=0))
     assert toks_scores(out[0]) == [([], 0.0)]
-    assert toks_scores(greedy(Oracle(TABLE), SRC, LEN, max_len=1)) == [([A], lg(0.6))]
+    assert toks_scores(greedy(Oracle(TABLE), SRC, LEN, DecodeOptions(method="greedy", max_len=1))) == [([A], lg(0.6))]
 
 
 def test_per_sentence_limit_from_source_length():
@@ -145,23 +147,24 @@ def test_per_sentence_limit_from_source_length():
     table = {(): {A: 1.0}, (A,): {A: 1.0}, (A, A): {A: 1.0}, (A, A, A): {A: 1.0}}
     src = torch.tensor([[7, 0, 0], [7, 7, 7]])
     lens = torch.tensor([1, 3])
-    out = beam_search(Oracle(table), src, lens, beam=2, max_len_a=1.0, max_len_b=0)
+    out = beam_search(Oracle(table), src, lens, DecodeOptions(length_penalty="none", beam=2, max_len_a=1.0, max_len_b=0))
     assert [o[0].tokens for o in out] == [[A], [A, A, A]]
-    assert [h.tokens for h in greedy(Oracle(table), src, lens, max_len_a=1.0, max_len_b=0)] == [[A], [A, A, A]]
+    assert [h.tokens for h in greedy(Oracle(table), src, lens, DecodeOptions(method="greedy", max_len_a=1.0, max_len_b=0))] == [[A], [A, A, A]]
 
 
 def test_greedy_oracle():
-    g = greedy(Oracle(TABLE), SRC, LEN, max_len=10)
+    g = greedy(Oracle(TABLE), SRC, LEN, DecodeOptions(method="greedy", max_len=10, return_attention=True))
     assert toks_scores(g) == [([A], lg(0.3))]
     assert g[0].attention.shape == (1, 3)
+    assert greedy(Oracle(TABLE), SRC, LEN, DecodeOptions(method="greedy", max_len=10))[0].attention is None
 
 
 def test_beam_one_equals_greedy_on_oracle():
     per = {8: {(): {B_: 0.7, A: 0.3}, (B_,): {B_: 0.6, EOS: 0.4}}}
     src = torch.tensor([[7, 7, 7], [8, 8, 0]])
     lens = torch.tensor([3, 2])
-    b = beam_search(Oracle(TABLE, per), src, lens, beam=1, max_len=6)
-    g = greedy(Oracle(TABLE, per), src, lens, max_len=6)
+    b = beam_search(Oracle(TABLE, per), src, lens, DecodeOptions(length_penalty="none", beam=1, max_len=6))
+    g = greedy(Oracle(TABLE, per), src, lens, DecodeOptions(method="greedy", max_len=6))
     assert [toks_scores(x) for x in b] == [toks_scores([h]) for h in g]
 
 
@@ -169,10 +172,10 @@ def test_batched_equals_single_on_oracle_and_attention_trimmed():
     per = {8: {(): {B_: 0.7, A: 0.3}, (B_,): {B_: 0.6, EOS: 0.4}, (B_, B_): {EOS: 0.5, A: 0.5}}}
     src = torch.tensor([[7, 7, 7], [8, 8, 0]])
     lens = torch.tensor([3, 2])
-    batched = beam_search(Oracle(TABLE, per), src, lens, beam=3, nbest=3, length_penalty="gnmt", max_len=6)
+    opts = DecodeOptions(beam=3, nbest=3, length_penalty="gnmt", max_len=6, return_attention=True)
+    batched = beam_search(Oracle(TABLE, per), src, lens, opts)
     for i in range(2):
-        single = beam_search(Oracle(TABLE, per), src[i:i + 1, :lens[i]], lens[i:i + 1], beam=3,
-                             nbest=3, length_penalty="gnmt", max_len=6)
+        single = beam_search(Oracle(TABLE, per), src[i:i + 1, :lens[i]], lens[i:i + 1], opts)
         assert toks_scores(batched[i]) == toks_scores(single[0])
         for hb, hs in zip(batched[i], single[0]):
             assert torch.equal(hb.attention, hs.attention)
@@ -183,7 +186,7 @@ def test_early_stop_drops_finished_sentences():
     # Sentence 0 is done after 2 steps; sentence 1 runs to its limit of 6.
     per = {8: {(): {A: 1.0}, **{(A,) * n: {A: 1.0} for n in range(1, 7)}}}
     oracle = Oracle(TABLE, per)
-    out = beam_search(oracle, torch.tensor([[7], [8]]), torch.tensor([1, 1]), beam=2, max_len=6)
+    out = beam_search(oracle, torch.tensor([[7], [8]]), torch.tensor([1, 1]), DecodeOptions(length_penalty="none", beam=2, max_len=6))
     assert out[0][0].tokens == [B_] and out[1][0].tokens == [A] * 6
     assert oracle.calls == [4, 4, 2, 2, 2, 2]  # sentence 0 left the batch after 2 steps
 
@@ -193,33 +196,33 @@ def test_coverage_penalty_ranks_by_attention():
     # positions, [b] to 1 of 2, so with coverage the longer one wins.
     table = {(): {A: 0.5, B_: 0.5}, (A,): {A: 1.0}, (A, A): {EOS: 1.0}, (B_,): {EOS: 1.0}}
     src, lens = torch.tensor([[7, 7]]), torch.tensor([2])
-    out = beam_search(Oracle(table), src, lens, beam=2, nbest=2, coverage=0.2, max_len=5)
+    out = beam_search(Oracle(table), src, lens, DecodeOptions(length_penalty="none", beam=2, nbest=2, coverage=0.2, max_len=5))
     eps = math.log(search.COVERAGE_EPS)
     # attention one-hot at min(t, len-1): [b] -> steps 0,1 -> positions 0,1 (full coverage)
     # [a, a] -> steps 0,1,2 -> positions 0,1,1
     assert out[0][0].score == pytest.approx(math.log(0.5))
     assert out[0][1].score == pytest.approx(math.log(0.5))
     src, lens = torch.tensor([[7, 7, 7]]), torch.tensor([3])
-    out = beam_search(Oracle(table), src, lens, beam=2, nbest=2, coverage=0.2, max_len=5)
+    out = beam_search(Oracle(table), src, lens, DecodeOptions(length_penalty="none", beam=2, nbest=2, coverage=0.2, max_len=5))
     # [b]: positions 0,1 -> position 2 uncovered; [a, a]: 0,1,2 covered
     assert out[0][0].tokens == [A, A] and out[0][0].score == pytest.approx(math.log(0.5))
     assert out[0][1].tokens == [B_] and out[0][1].score == pytest.approx(math.log(0.5) + 0.2 * eps)
 
 
 def test_no_attention_model():
-    out = beam_search(Oracle(TABLE, attention=False), SRC, LEN, beam=2, nbest=2, coverage=0.5, max_len=10)
+    out = beam_search(Oracle(TABLE, attention=False), SRC, LEN, DecodeOptions(length_penalty="none", beam=2, nbest=2, coverage=0.5, max_len=10))
     assert toks_scores(out[0]) == [([B_], lg(0.36)), ([A], lg(0.3))]
     assert out[0][0].attention is None
 
 
 def test_sampling_topk1_equals_greedy_and_seed_reproducible():
-    g = greedy(Oracle(TABLE), SRC, LEN, max_len=10)
-    s = sample(Oracle(TABLE), SRC, LEN, top_k=1, max_len=10, generator=torch.Generator().manual_seed(0))
+    g = greedy(Oracle(TABLE), SRC, LEN, DecodeOptions(method="greedy", max_len=10))
+    s = sample(Oracle(TABLE), SRC, LEN, DecodeOptions(method="sample", top_k=1, max_len=10), generator=torch.Generator().manual_seed(0))
     assert toks_scores(s) == toks_scores(g)
     src = SRC.repeat(50, 1)
     lens = LEN.repeat(50)
-    r1 = sample(Oracle(TABLE), src, lens, generator=torch.Generator().manual_seed(3), max_len=10)
-    r2 = sample(Oracle(TABLE), src, lens, generator=torch.Generator().manual_seed(3), max_len=10)
+    r1 = sample(Oracle(TABLE), src, lens, DecodeOptions(method="sample", max_len=10), generator=torch.Generator().manual_seed(3))
+    r2 = sample(Oracle(TABLE), src, lens, DecodeOptions(method="sample", max_len=10), generator=torch.Generator().manual_seed(3))
     assert toks_scores(r1) == toks_scores(r2)
     assert len({tuple(h.tokens) for h in r1}) > 1  # really samples
 
@@ -227,10 +230,10 @@ def test_sampling_topk1_equals_greedy_and_seed_reproducible():
 def test_sampling_distribution_and_nucleus():
     src, lens = SRC.repeat(2000, 1), LEN.repeat(2000)
     gen = torch.Generator().manual_seed(1)
-    first = [h.tokens[0] for h in sample(Oracle(TABLE), src, lens, generator=gen, max_len=1)]
+    first = [h.tokens[0] for h in sample(Oracle(TABLE), src, lens, DecodeOptions(method="sample", max_len=1), generator=gen)]
     assert first.count(A) / 2000 == pytest.approx(0.6, abs=0.04)
     # top_p = 0.5: the nucleus of {a: .6, b: .4} is {a}
-    nuc = sample(Oracle(TABLE), src[:100], lens[:100], top_p=0.5, generator=gen, max_len=1)
+    nuc = sample(Oracle(TABLE), src[:100], lens[:100], DecodeOptions(method="sample", top_p=0.5, max_len=1), generator=gen)
     assert {tuple(h.tokens) for h in nuc} == {(A,)}
     # scores are the model's log-probabilities of the sampled tokens
     assert {round(h.score, 6) for h in nuc} == {lg(0.6)}
@@ -260,11 +263,27 @@ def test_replace_unk():
     assert replace_unk(["<unk>"], ["s1"], None) == ["<unk>"]
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError):
-        beam_search(Oracle(TABLE), SRC, LEN, beam=2, nbest=3)
-    with pytest.raises(ValueError):
-        beam_search(Oracle(TABLE), SRC, LEN, beam=2, length_penalty="wu")
+@pytest.mark.parametrize("changes, message", [
+    (dict(beam=2, nbest=3), "decoding option 'nbest': must be at most beam \\(2\\)"),
+    (dict(method="greedy", nbest=2), "decoding option 'nbest'"),
+    (dict(length_penalty="wu"), "decoding option 'length_penalty': 'wu' is not one of"),
+    (dict(beam=0), "decoding option 'beam': must be in \\[1, 256\\], got 0"),
+    (dict(beam="5"), "decoding option 'beam': expected int, got '5'"),
+    (dict(top_p=0.0), "decoding option 'top_p': must be in \\(0, 1\\]"),
+    (dict(max_len=-1), "decoding option 'max_len'"),
+])
+def test_bad_options_name_the_option(changes, message):
+    with pytest.raises(ValueError, match=message):
+        DecodeOptions(**changes)
+    with pytest.raises(ValueError, match=message):  # replace() checks again
+        dataclasses.replace(DecodeOptions(), **changes)
+
+
+def test_options_are_frozen_and_widen_ints():
+    opts = DecodeOptions(alpha=1)
+    assert opts.alpha == 1.0 and isinstance(opts.alpha, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.beam = 3
 
 
 # --- a tiny real model --------------------------------------------------------
@@ -301,8 +320,8 @@ FAMILIES = [("luong", "lstm"), ("bahdanau", "gru"), ("sutskever", "lstm"), ("cho
 def test_beam_one_equals_greedy_real_model(family, cell):
     model = tiny_model(family, cell)
     src, lens = random_batch(seed=1)
-    g = greedy(model, src, lens, max_len_a=1.0, max_len_b=3)
-    b = beam_search(model, src, lens, beam=1, max_len_a=1.0, max_len_b=3)
+    g = greedy(model, src, lens, DecodeOptions(method="greedy", max_len_a=1.0, max_len_b=3))
+    b = beam_search(model, src, lens, DecodeOptions(length_penalty="none", beam=1, max_len_a=1.0, max_len_b=3))
     assert [h.tokens for h in g] == [x[0].tokens for x in b]
     # some outputs end with EOS before the limit (not all truncated, not all empty)
     assert any(0 < len(h.tokens) < n + 3 for h, n in zip(g, lens.tolist()))
@@ -311,7 +330,7 @@ def test_beam_one_equals_greedy_real_model(family, cell):
         assert hb.logprob == pytest.approx(hg.logprob, abs=1e-5)
         if hg.attention is not None:
             assert torch.allclose(hg.attention, hb.attention, atol=1e-6)
-    s = sample(model, src, lens, top_k=1, max_len_a=1.0, max_len_b=3)
+    s = sample(model, src, lens, DecodeOptions(method="sample", top_k=1, max_len_a=1.0, max_len_b=3))
     assert [h.tokens for h in s] == [h.tokens for h in g]
 
 
@@ -320,10 +339,11 @@ def test_beam_one_equals_greedy_real_model(family, cell):
 def test_batched_equals_one_by_one_real_model(family, cell, penalty, coverage):
     model = tiny_model(family, cell)
     src, lens = random_batch(seed=1)
-    kw = dict(beam=4, nbest=3, length_penalty=penalty, coverage=coverage, max_len_a=1.0, max_len_b=2)
-    batched = beam_search(model, src, lens, **kw)
+    opts = DecodeOptions(beam=4, nbest=3, length_penalty=penalty, coverage=coverage, max_len_a=1.0,
+                         max_len_b=2)
+    batched = beam_search(model, src, lens, opts)
     for i in range(src.size(0)):
-        single = beam_search(model, src[i:i + 1, :lens[i]], lens[i:i + 1], **kw)[0]
+        single = beam_search(model, src[i:i + 1, :lens[i]], lens[i:i + 1], opts)[0]
         assert [h.tokens for h in batched[i]] == [h.tokens for h in single]
         assert [h.score for h in batched[i]] == pytest.approx([h.score for h in single], abs=1e-5)
         assert len(batched[i]) == 3
@@ -334,8 +354,8 @@ def test_batched_equals_one_by_one_real_model(family, cell, penalty, coverage):
 def test_beam_finds_at_least_greedy_score_real_model():
     model = tiny_model("luong")
     src, lens = random_batch(seed=2)
-    g = greedy(model, src, lens, max_len=8)
-    b = beam_search(model, src, lens, beam=5, length_penalty="none", max_len=8)
+    g = greedy(model, src, lens, DecodeOptions(method="greedy", max_len=8))
+    b = beam_search(model, src, lens, DecodeOptions(beam=5, length_penalty="none", max_len=8))
     for hg, hb in zip(g, b):
         assert hb[0].score >= hg.score - 1e-5
 
@@ -343,7 +363,8 @@ def test_beam_finds_at_least_greedy_score_real_model():
 def test_real_model_attention_rows_sum_to_one():
     model = tiny_model("luong")
     src, lens = random_batch(seed=3)
-    for hyps, n in zip(beam_search(model, src, lens, beam=3, max_len=5), lens.tolist()):
+    opts = DecodeOptions(length_penalty="none", beam=3, max_len=5, return_attention=True)
+    for hyps, n in zip(beam_search(model, src, lens, opts), lens.tolist()):
         att = hyps[0].attention
         assert att.shape == (len(hyps[0].tokens), n)
         assert torch.allclose(att.sum(-1), torch.ones(att.size(0)), atol=1e-5)

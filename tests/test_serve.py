@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from transduce import config  # noqa: E402
 from transduce.serve.app import create_app, model_names  # noqa: E402
+from transduce.translator import Translator  # noqa: E402
 
 
 @dataclass
@@ -30,8 +31,12 @@ class ReverseTranslator:
         self.model = SimpleNamespace(num_parameters=lambda: 1234)
         self.calls = []
 
-    def translate(self, texts, beam=None, nbest=1, return_attention=False):
-        self.calls.append({"beam": beam, "nbest": nbest, "attention": return_attention})
+    options = Translator.options  # the real merging and checking of decoding options
+
+    def translate(self, texts, options):
+        nbest, return_attention = options.nbest, options.return_attention
+        self.calls.append({"beam": options.beam, "nbest": nbest, "attention": return_attention,
+                           "method": options.method})
         out = []
         for text in texts:
             rev = text[::-1]
@@ -67,7 +72,7 @@ def test_translate_keeps_order_and_options(client_and_model):
     body = res.json()
     assert [t["text"] for t in body["translations"]] == ["cba", "yx"]
     assert body["translations"][0]["nbest"] == [{"text": "cba", "score": -0.5}, {"text": "abc", "score": -2.0}]
-    assert fake.calls[-1] == {"beam": 3, "nbest": 2, "attention": False}
+    assert fake.calls[-1] == {"beam": 3, "nbest": 2, "attention": False, "method": "beam"}
     assert "attention" not in body["translations"][0]
 
 
@@ -84,7 +89,10 @@ def test_translate_uses_model_beam_by_default_and_returns_attention(client_and_m
     ({"texts": []}, 422, "'texts' is empty"),
     ({"texts": ["a"], "model": "nope"}, 404, "unknown model 'nope'"),
     ({"texts": ["a" * 5000]}, 422, "texts[0] is longer than"),
-    ({"texts": ["a"], "beam": 2, "nbest": 3}, 422, "nbest cannot exceed beam"),
+    ({"texts": ["a"], "beam": 2, "nbest": 3}, 422, "decoding option 'nbest': must be at most beam (2)"),
+    ({"texts": ["a"], "nbest": 5}, 422, "decoding option 'nbest': must be at most beam (4)"),
+    ({"texts": ["a"], "beam": 64}, 422, "beam and nbest are at most 32 here"),
+    ({"texts": ["a"], "top_p": 0}, 422, "decoding option 'top_p': must be in (0, 1]"),
 ])
 def test_bad_requests_get_clear_errors(client_and_model, payload, status, detail):
     client, _ = client_and_model
@@ -96,6 +104,24 @@ def test_bad_requests_get_clear_errors(client_and_model, payload, status, detail
 def test_bad_beam_is_rejected_by_validation(client_and_model):
     client, _ = client_and_model
     assert client.post("/api/translate", json={"texts": ["a"], "beam": 0}).status_code == 422
+
+
+@pytest.mark.parametrize("field", ["temperature", "max_len", "beem"])
+def test_every_decoding_option_is_taken_and_unknown_fields_refused(client_and_model, field):
+    client, fake = client_and_model
+    res = client.post("/api/translate", json={"texts": ["ab"], field: 2})
+    if field == "beem":
+        assert res.status_code == 422 and "beem" in res.text
+    else:
+        assert res.status_code == 200
+
+
+def test_sampling_options_reach_the_translator(client_and_model):
+    client, fake = client_and_model
+    res = client.post("/api/translate", json={"texts": ["ab"], "method": "sample", "seed": 3})
+    assert res.status_code == 200 and fake.calls[-1]["method"] == "sample"
+    (info,) = client.get("/api/models").json()
+    assert info["search"]["beam"] == 4 and info["search"]["length_penalty"] == "gnmt"
 
 
 def test_model_names_are_unique():

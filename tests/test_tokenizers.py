@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from transduce.config import from_dict
+
 from transduce.config import TokenizerConfig
 from transduce.errors import CheckpointError, ConfigError
 from transduce.tokenizers import (SPACE, CharTokenizer, Tokenizer, WhitespaceTokenizer,
@@ -60,7 +62,7 @@ def test_sentencepiece_tiny_corpus_large_vocab(kind):
 @pytest.mark.parametrize("kind", ["char", "whitespace", "bpe", "unigram"])
 def test_save_load_same_encoding(tmp_path, kind):
     cfg = TokenizerConfig(src=kind, tgt=kind, vocab_size=50, lowercase=True)
-    src_tok, tgt_tok = train_tokenizers(cfg, PAIRS, tmp_path)
+    src_tok, tgt_tok = train_tokenizers(cfg, PAIRS)
     src_tok.save(tmp_path, "src")
     loaded = Tokenizer.load(tmp_path, "src")
     assert type(loaded) is type(src_tok) and loaded.kind == kind and loaded.lowercase
@@ -79,8 +81,8 @@ def test_separate_and_joint_training():
     a, b = train_tokenizers(TokenizerConfig(src="unigram", tgt="unigram", joint=True,
                                             vocab_size=80), PAIRS)
     assert a is b
-    with pytest.raises(ConfigError, match="tokenizer.joint"):
-        train_tokenizers(TokenizerConfig(src="bpe", tgt="char", joint=True), PAIRS)
+    with pytest.raises(ConfigError, match="tokenizer.joint"):  # refused before any training
+        from_dict({"tokenizer": {"src": "bpe", "tgt": "char", "joint": True}})
 
 
 def test_load_missing_or_corrupt(tmp_path):

@@ -1,6 +1,7 @@
 """Translator: ordering, empty and over-long inputs, options, precision, evaluate."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -135,8 +136,19 @@ def test_methods_greedy_sample_and_options(tr):
 
 def test_config_defaults_used(tr):
     opts = tr.options()
+    assert opts is tr.config.search
     assert (opts.beam, opts.max_len_a, opts.max_len_b, opts.length_penalty) == (3, 1.0, 2, "gnmt")
     assert tr.options(beam=7, alpha=0.0).beam == 7
+
+
+def test_keywords_apply_on_top_of_given_options(tr):
+    greedy = tr.options(method="greedy")
+    assert tr.options(greedy, max_len=1) == dataclasses.replace(greedy, max_len=1)
+    out = tr.translate(TEXTS, greedy, max_len=1)  # never silently ignored
+    assert all(len(r.tokens) <= 1 for r in out)
+    assert [r.text for r in out] == [r.text for r in tr.translate(TEXTS, method="greedy", max_len=1)]
+    with pytest.raises(TypeError, match="unknown decoding option.*bem"):
+        tr.translate(["cat"], bem=3)
 
 
 def test_max_len_and_min_len(tr):
@@ -149,7 +161,7 @@ def test_stream_equals_list(tr):
     streamed = list(tr.translate_stream(iter(lines), beam=2, chunk_size=3))
     listed = tr.translate(TEXTS, beam=2)
     assert [r.text for r in streamed] == [r.text for r in listed]
-    streamed = list(tr.translate_stream(iter(lines), opts=tr.options(method="greedy"), chunk_size=1))
+    streamed = list(tr.translate_stream(iter(lines), tr.options(method="greedy"), chunk_size=1))
     assert [r.text for r in streamed] == [r.text for r in tr.translate(TEXTS, method="greedy")]
 
 
@@ -195,8 +207,8 @@ def test_from_dir_and_precisions(tmp_path, tr):
 def test_evaluate_against_own_outputs(tr):
     sources = ["goat", "fishcat", "dog", "bird"]
     hyps = [r.text for r in tr.translate(sources, method="greedy")]
-    result = evaluate(tr, sources, hyps, metrics=["wer", "per", "ser", "chrf"],
-                      opts=tr.options(method="greedy"))
+    result = evaluate(tr, sources, hyps, metrics=["wer", "per", "ser", "chrf", "ppl"],
+                      options=tr.options(method="greedy"))
     assert result["wer"] == 0.0 and result["per"] == 0.0 and result["ser"] == 0.0
     assert result["chrf"] == pytest.approx(100.0) and "chrf_signature" in result
     assert result["sentences"] == 4 and result["hypotheses"] == hyps

@@ -1,12 +1,13 @@
 """transduce: recurrent encoder-decoder (sequence-to-sequence) models on PyTorch."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .config import Config
+from .config import Config, DecodeOptions
 from .errors import CheckpointError, ConfigError, DataError, UserError
+from .translator import Translation, Translator
+from .version import __version__
 
-__all__ = ["Config", "CheckpointError", "ConfigError", "DataError", "UserError", "load", "__version__"]
+__all__ = ["Config", "DecodeOptions", "Translation", "Translator", "CheckpointError", "ConfigError",
+           "DataError", "UserError", "load", "__version__"]
 
 
 def load(model_dir, device: str = "cpu", precision: str = "fp32"):
@@ -15,6 +16,4 @@ def load(model_dir, device: str = "cpu", precision: str = "fp32"):
     >>> translator = transduce.load("runs/g2p")          # doctest: +SKIP
     >>> translator.translate(["hello"], beam=5)[0].text   # doctest: +SKIP
     """
-    from .translator import Translator
-
     return Translator.from_dir(model_dir, device=device, precision=precision)

@@ -8,40 +8,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
+from tqdm import tqdm
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
-
-
-def recipe_path(name_or_path: str) -> Path:
-    """A config path, or the name of a built-in recipe (``g2p``, ``toy``, ...)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    builtin = RECIPES / f"{name_or_path}.yaml"
-    if builtin.is_file() and path.suffix == "":
-        return builtin
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    raise UserError(f"config file not found: {name_or_path} (built-in recipes: {known})")
+from . import config
+from .checkpoint import average_checkpoints
+from .config import PRECISIONS, DecodeOptions, recipe_path
+from .corpora import load_splits, read_lines
+from .demo import run_demo
+from .errors import ConfigError, UserError
+from .metrics import format_table
+from .prepare import format_report, prepare
+from .train import train
+from .translator import Translator, evaluate
+from .version import __version__
 
 
 # --- subcommands ---------------------------------------------------------------
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import format_report, prepare
-
     report = prepare(args.source, args.target, max_len=args.max_len)
     print(format_report(report))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import config
-    from .train import train
-
     if args.resume:
         run = Path(args.resume)
         cfg_file = run / "config.yaml"
@@ -59,36 +52,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if summary.get("interrupted") else 0
 
 
-def _search_options(args: argparse.Namespace) -> dict:
-    """Decoding options common to translate and evaluate (None = model default)."""
-    opts = {"beam": args.beam, "max_len_b": args.max_len, "min_len": args.min_len}
-    if args.max_len is not None:
-        opts["max_len_a"] = 0.0
+def decode_options(args: argparse.Namespace, translator: Translator, **fixed) -> DecodeOptions:
+    """The model's decoding defaults changed by the decoding flags that were given
+    (and by ``fixed``); a bad value is a UserError naming the flag."""
+    changes = {name: getattr(args, name) for name in DECODE_FLAGS if getattr(args, name) is not None}
     if args.greedy:
-        opts["method"] = "greedy"
-    return {k: v for k, v in opts.items() if v is not None}
+        changes["method"] = "greedy"
+    changes.update(fixed)
+    try:
+        return translator.options(**changes)
+    except ConfigError as exc:
+        flag = f"--{exc.key.replace('_', '-')}" if exc.key in DECODE_FLAGS else exc.key
+        raise UserError(f"{flag}: {exc.problem}") from None
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .translator import Translator
-
+    if args.attention and not args.jsonl:
+        raise UserError("--attention needs --jsonl (attention weights are written as JSON); "
+                        "for pictures use --plot-attention DIR")
     translator = Translator.from_dir(args.model, device=args.device, precision=args.precision)
-    _translate_stream(
-        translator,
-        source=args.input,
-        output=args.output,
-        nbest=args.nbest,
-        jsonl=args.jsonl,
-        with_attention=args.attention,
-        plot_dir=args.plot_attention,
-        options=_search_options(args),
-    )
+    want_attention = args.attention or args.plot_attention is not None
+    options = decode_options(args, translator, return_attention=want_attention)
+    _translate_stream(translator, options, source=args.input, output=args.output, jsonl=args.jsonl,
+                      plot_dir=args.plot_attention)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .translator import Translator
-
     translator = Translator.from_dir(args.model, device=args.device, precision=args.precision)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.split:
@@ -106,19 +96,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not sources:
         raise UserError(f"{what} is empty")
     result = _evaluate_pairs(translator, sources, references, metrics,
-                             options=_search_options(args), hyp_out=args.output)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        from .metrics import format_table
-
-        print(format_table(result))
+                             options=decode_options(args, translator), hyp_out=args.output)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .serve.app import run_server
+        from .serve.app import run_server  # FastAPI: the optional 'serve' extra
     except ImportError as exc:
         raise UserError(f"serve needs the 'serve' extra: pip install 'transduce[serve]' ({exc})") from None
     run_server(args.models, host=args.host, port=args.port, device=args.device)
@@ -126,14 +111,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     run_demo(Path(args.out), quick=args.quick, overrides=args.overrides)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plots import plot_training
+    from .plots import plot_training  # matplotlib: heavy, loaded only when drawing
 
     for path in plot_training(Path(args.run)):
         print(path)
@@ -141,8 +124,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from .checkpoint import average_checkpoints
-
     average_checkpoints([Path(d) for d in args.checkpoints], Path(args.out))
     print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")
     return 0
@@ -152,8 +133,6 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 def _read_lines(path: str) -> list[str]:
     """All lines of a UTF-8 text file, with errors naming the file and line."""
-    from .corpora import read_lines
-
     return list(read_lines(path))
 
 
@@ -175,39 +154,36 @@ def _input_lines(path: str | None):
     yield from _read_lines(path)
 
 
-def _translate_stream(translator, source, output, nbest, jsonl, with_attention, plot_dir, options):
+def _translate_stream(translator: Translator, options: DecodeOptions, source: str | None,
+                      output: str | None, jsonl: bool, plot_dir: str | None) -> None:
     """Translate ``source`` line by line into ``output`` (stdout by default)."""
     out = _open_out(output)
     show_progress = output not in (None, "-") and source not in (None, "-")
     lines = _input_lines(source)
     if show_progress:
-        from tqdm import tqdm
-
         lines = tqdm(list(lines), desc="translate", unit="sent")
-    want_attention = with_attention or plot_dir is not None
     try:
-        results = translator.translate_stream(lines, nbest=nbest, return_attention=want_attention, **options)
-        for i, tr in enumerate(results):
+        for i, tr in enumerate(translator.translate_stream(lines, options)):
             if plot_dir is not None and tr.attention is not None and tr.tokens:
-                from .plots import plot_attention
+                from .plots import plot_attention  # matplotlib: heavy, loaded only when drawing
 
                 Path(plot_dir).mkdir(parents=True, exist_ok=True)
                 plot_attention(tr.attention, tr.src_tokens, tr.tokens, Path(plot_dir) / f"{i:05d}.png")
-            out.write(_format_result(tr, nbest, jsonl, with_attention) + "\n")
+            out.write(_format_result(tr, options.nbest, jsonl) + "\n")
             out.flush()
     finally:
         if out is not sys.stdout:
             out.close()
 
 
-def _format_result(tr, nbest: int, jsonl: bool, with_attention: bool) -> str:
+def _format_result(tr, nbest: int, jsonl: bool) -> str:
+    """One output line (n lines for the text n-best format); attention only in JSON."""
     if jsonl:
         record = {"text": tr.text, "score": tr.score}
         if nbest > 1:
             record["nbest"] = [{"text": t, "score": s} for t, s in tr.nbest]
-        if with_attention and tr.attention is not None:
-            att = tr.attention.tolist() if hasattr(tr.attention, "tolist") else tr.attention
-            record.update(src_tokens=tr.src_tokens, tokens=tr.tokens, attention=att)
+        if tr.attention is not None:
+            record.update(src_tokens=tr.src_tokens, tokens=tr.tokens, attention=tr.attention)
         return json.dumps(record, ensure_ascii=False)
     if nbest > 1:
         return "\n".join(f"{t}\t{s:.4f}" for t, s in tr.nbest[:nbest])
@@ -217,16 +193,12 @@ def _format_result(tr, nbest: int, jsonl: bool, with_attention: bool) -> str:
 def _split_pairs(translator, split: str) -> tuple[list[str], list[str]]:
     """Sources and references of a split of the corpus the model was trained on
     (its config's data section: a built-in corpus, or data.valid / data.test)."""
-    from .corpora import load_splits
-
     pairs = getattr(load_splits(translator.config.data), split)
     return [s for s, _ in pairs], [t for _, t in pairs]
 
 
 def _evaluate_pairs(translator, sources, references, metrics, options, hyp_out):
-    from .translator import evaluate
-
-    result = evaluate(translator, sources, references, metrics=metrics, **options)
+    result = evaluate(translator, sources, references, metrics, options)
     if hyp_out:
         with _open_out(hyp_out) as fh:
             fh.write("\n".join(result.pop("hypotheses", [])) + "\n")
@@ -237,15 +209,45 @@ def _evaluate_pairs(translator, sources, references, metrics, options, hyp_out):
 
 # --- the parser --------------------------------------------------------------------
 
+DECODE_FLAGS = {
+    "method": "beam search, greedy decoding or sampling",
+    "beam": "beam size",
+    "nbest": "hypotheses per input (text: one line each, tab, score; --jsonl: a list)",
+    "max_len": "absolute maximum output length in tokens",
+    "max_len_a": "output length limit a * source_length + b: a",
+    "max_len_b": "output length limit a * source_length + b: b",
+    "min_len": "minimum output length in tokens",
+    "length_penalty": "beam ranking: raw log-prob, per-token average, or GNMT",
+    "alpha": "GNMT length penalty exponent",
+    "coverage": "GNMT coverage penalty weight (0 = off)",
+    "temperature": "sampling temperature (0 = argmax)",
+    "top_k": "sampling: keep the k most likely tokens (0 = all)",
+    "top_p": "sampling: nucleus probability mass",
+    "seed": "sampling seed",
+    "replace_unk": "replace <unk> outputs by the source token with the most attention",
+    "batch_size": "sentences decoded together",
+}
+"""Decoding flags, one per DecodeOptions field (return_attention is --attention)."""
+
+
 def _add_search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, help="beam size (default: the model's search.beam; 1 = greedy)")
-    p.add_argument("--greedy", action="store_true", help="greedy decoding")
-    p.add_argument("--max-len", type=int, help="absolute maximum output length in tokens")
-    p.add_argument("--min-len", type=int, help="minimum output length in tokens")
+    """One flag per decoding option (default: the model's config.search), device, precision."""
+    hints = typing.get_type_hints(DecodeOptions)
+    for name, help_text in DECODE_FLAGS.items():
+        flag, tp = f"--{name.replace('_', '-')}", hints[name]
+        help_text += f" (default: the model's search.{name})"
+        if tp is bool:
+            p.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif typing.get_origin(tp) is typing.Literal:
+            p.add_argument(flag, choices=typing.get_args(tp), help=help_text)
+        else:
+            base = next(a for a in typing.get_args(tp) or (tp,) if a is not type(None))
+            p.add_argument(flag, type=base, metavar=name.upper(), help=help_text)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (= --method greedy)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
-                   help="inference precision: bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs), dynamic "
-                        "int8 (CPU), or auto (bf16 where native, else fp32)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="inference precision: bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs), fp16 "
+                        "(CUDA), dynamic int8 (CPU), or auto (bf16 where native, else fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,9 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder (a training run)")
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
-    p.add_argument("--nbest", type=int, default=1, help="print the N best hypotheses with scores")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per line")
-    p.add_argument("--attention", action="store_true", help="include attention weights in --jsonl output")
+    p.add_argument("--attention", action="store_true",
+                   help="include attention weights (needs --jsonl)")
     p.add_argument("--plot-attention", metavar="DIR", help="write an attention heatmap per sentence")
     _add_search_args(p)
     p.set_defaults(func=cmd_translate)

@@ -4,6 +4,13 @@ A config is a tree of dataclasses loaded from YAML. Unknown keys, wrong types
 and invalid choices are errors that name the dotted key (``train.lr``).
 Dotted overrides from the command line (``train.lr=3e-4``) are parsed as YAML
 scalars and checked the same way.
+
+Every number has a declared range (``field(metadata=between(...))``), checked
+when a section is built, so a bad value stops the program before any work
+starts. ``DecodeOptions`` (the ``search`` section) is frozen: the CLI, the
+Python API, the server and validation all start from a model's
+``config.search`` and change it with ``dataclasses.replace``, which runs the
+same checks again.
 """
 from __future__ import annotations
 
@@ -17,6 +24,52 @@ from typing import Any, Literal, Union
 import yaml
 
 from .errors import ConfigError
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+"""The built-in recipes (``transduce train g2p`` reads ``recipes/g2p.yaml``)."""
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+"""Every precision name; training takes all but int8 (see device.py)."""
+
+MAX_BEAM = 256
+MAX_OUTPUT_LEN = 4096
+
+
+def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False) -> dict:
+    """Field metadata declaring the allowed range of a number (None = unbounded)."""
+    return {"range": (lo, hi, lo_open, hi_open)}
+
+
+def ranged(default: Any, lo: float | None = None, hi: float | None = None, *,
+           lo_open: bool = False, hi_open: bool = False) -> Any:
+    """A dataclass field with a default and a declared range."""
+    return field(default=default, metadata=between(lo, hi, lo_open=lo_open, hi_open=hi_open))
+
+
+def _range_problem(value: Any, spec: tuple) -> str | None:
+    """Why ``value`` is outside ``spec`` (from :func:`between`), or None when it is inside."""
+    lo, hi, lo_open, hi_open = spec
+    if value is None or isinstance(value, bool):
+        return None
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, float) and v != v:
+            return "must be a number, not nan"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            break
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            break
+    else:
+        return None
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    if hi is None:
+        return f"must be {'>' if lo_open else '>='} {lo:g}"
+    if lo is None:
+        return f"must be {'<' if hi_open else '<='} {hi:g}"
+    return f"must be in {left}{lo:g}, {hi:g}{right}"
+
 
 TokenizerKind = Literal["char", "whitespace", "bpe", "unigram"]
 
@@ -37,17 +90,17 @@ class DataConfig:
     src_lang: str = "de"
     """multi30k source language (de, en, fr)."""
     tgt_lang: str = "en"
-    max_len: int = 100
+    max_len: int = ranged(100, 1)
     """Pairs whose source or target exceeds this many tokens are dropped (train)."""
-    max_train: int | None = None
+    max_train: int | None = ranged(None, 1)
     """Use at most this many training pairs (None = all)."""
-    toy_size: int = 5000
+    toy_size: int = ranged(5000, 1)
     """Number of training pairs generated for toy and numbers corpora."""
-    toy_vocab: int = 10
+    toy_vocab: int = ranged(10, 1)
     """Number of distinct symbols in toy tasks."""
-    toy_len: list[int] = field(default_factory=lambda: [3, 10])
+    toy_len: list[int] = field(default_factory=lambda: [3, 10], metadata=between(1))
     """[min, max] length of toy sequences."""
-    seed: int = 1234
+    seed: int = ranged(1234, 0)
 
 
 @dataclass
@@ -57,14 +110,14 @@ class TokenizerConfig:
     src: TokenizerKind = "char"
     tgt: TokenizerKind = "whitespace"
     joint: bool = False
-    """Train one sentencepiece model and one vocabulary for both sides."""
-    vocab_size: int = 8000
+    """Train one sentencepiece model and one vocabulary for both sides (src == tgt)."""
+    vocab_size: int = ranged(8000, 8)
     """sentencepiece vocabulary size (bpe, unigram)."""
-    character_coverage: float = 1.0
+    character_coverage: float = ranged(1.0, 0.0, 1.0, lo_open=True)
     lowercase: bool = False
-    min_freq: int = 1
+    min_freq: int = ranged(1, 1)
     """Tokens seen fewer times become <unk> (char, whitespace)."""
-    max_vocab: int | None = None
+    max_vocab: int | None = ranged(None, 1)
 
 
 @dataclass
@@ -73,16 +126,16 @@ class ModelConfig:
 
     family: Literal["sutskever", "cho", "bahdanau", "luong"] = "luong"
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
-    emb_dim: int = 256
-    hidden: int = 512
+    emb_dim: int = ranged(256, 1)
+    hidden: int = ranged(512, 1)
     """Decoder hidden size; also the encoder's unless enc_hidden is set."""
-    enc_hidden: int | None = None
+    enc_hidden: int | None = ranged(None, 1)
     """Encoder hidden size per direction x directions (None = hidden)."""
-    enc_layers: int = 2
-    dec_layers: int = 2
+    enc_layers: int = ranged(2, 1)
+    dec_layers: int = ranged(2, 1)
     bidirectional: bool = True
-    dropout: float = 0.2
-    emb_dropout: float = 0.1
+    dropout: float = ranged(0.2, 0.0, 1.0, hi_open=True)
+    emb_dropout: float = ranged(0.1, 0.0, 1.0, hi_open=True)
     attention: Literal["additive", "dot", "scaled_dot", "general", "concat"] = "general"
     """Score for luong (bahdanau is always additive)."""
     input_feeding: bool = True
@@ -93,86 +146,124 @@ class ModelConfig:
     share_embeddings: bool = False
     """Share source and target embeddings (needs a joint vocabulary)."""
     init: Literal["uniform", "xavier"] = "uniform"
-    init_range: float = 0.1
+    init_range: float = ranged(0.1, 0.0, 10.0, lo_open=True)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, teacher forcing, validation and checkpoints."""
 
-    batch_tokens: int = 2000
+    batch_tokens: int = ranged(2000, 1)
     """Target tokens per batch (token-based, length-bucketed batches)."""
-    batch_sentences: int | None = None
+    batch_sentences: int | None = ranged(None, 1)
     """If set, batches of this many sentences instead of batch_tokens."""
-    max_steps: int = 10000
-    max_epochs: int | None = None
+    max_steps: int = ranged(10000, 1)
+    max_epochs: int | None = ranged(None, 1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    clip_norm: float | None = 5.0
-    accum_steps: int = 1
+    lr: float = ranged(1e-3, 0.0, 100.0, lo_open=True)
+    weight_decay: float = ranged(0.0, 0.0)
+    momentum: float = ranged(0.0, 0.0, 1.0, hi_open=True)
+    clip_norm: float | None = ranged(5.0, 0.0, lo_open=True)
+    """Clip gradients to this global norm (None = no clipping)."""
+    accum_steps: int = ranged(1, 1)
     lr_schedule: Literal["constant", "plateau", "inverse_sqrt", "step", "linear", "cosine"] = "constant"
     """linear / cosine: decay from lr after warm-up down to min_lr at max_steps."""
-    warmup_steps: int = 0
-    lr_step_size: int = 1000
+    warmup_steps: int = ranged(0, 0)
+    lr_step_size: int = ranged(1000, 1)
     """step: multiply lr by lr_gamma every lr_step_size steps."""
-    lr_gamma: float = 0.5
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2
-    min_lr: float = 1e-6
-    label_smoothing: float = 0.0
-    teacher_forcing: float = 1.0
+    lr_gamma: float = ranged(0.5, 0.0, 1.0, lo_open=True)
+    plateau_factor: float = ranged(0.5, 0.0, 1.0, lo_open=True, hi_open=True)
+    plateau_patience: int = ranged(2, 0)
+    min_lr: float = ranged(1e-6, 0.0)
+    label_smoothing: float = ranged(0.0, 0.0, 1.0, hi_open=True)
+    teacher_forcing: float = ranged(1.0, 0.0, 1.0)
     """Probability that the next decoder input is the gold token (constant schedule)."""
     tf_schedule: Literal["constant", "linear", "exponential", "inverse_sigmoid"] = "constant"
-    tf_floor: float = 0.0
+    tf_floor: float = ranged(0.0, 0.0, 1.0)
     """linear: lowest ratio."""
-    tf_steps: int = 10000
+    tf_steps: int = ranged(10000, 1)
     """linear: steps to go from 1 down to tf_floor."""
-    tf_k: float = 0.9999
-    """exponential: ratio k^i (k < 1); inverse_sigmoid: k / (k + exp(i / k)) (k >= 1)."""
-    tf_warmup: int = 0
+    tf_k: float = ranged(0.9999, 0.0, lo_open=True)
+    """exponential: ratio k^i (0 < k < 1); inverse_sigmoid: k / (k + exp(i / k)) (k >= 1)."""
+    tf_warmup: int = ranged(0, 0)
     """Steps of pure teacher forcing before the schedule starts."""
     tf_two_pass: bool = False
     """Scheduled sampling by two fused passes instead of the step loop."""
-    sample_temperature: float = 0.0
+    sample_temperature: float = ranged(0.0, 0.0)
     """0 = feed argmax predictions; > 0 = sample them at this temperature."""
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     """Training precision; bf16/fp16 autocast keeps fp32 master weights. auto: bf16
     where the device has native bf16 (GPU, CPU with AMX or AVX512-BF16), else fp32."""
-    seed: int = 1234
-    valid_every: int = 500
-    valid_max_sentences: int | None = 1000
+    seed: int = ranged(1234, 0)
+    valid_every: int = ranged(500, 1)
+    valid_max_sentences: int | None = ranged(1000, 1)
     """Decode at most this many validation sentences for BLEU/WER."""
+    valid_beam: int = ranged(1, 1, MAX_BEAM)
+    """Validation decoding: 1 = greedy, > 1 = beam search of this width (search section's
+    length penalty and limits)."""
     early_stop_metric: Literal["loss", "bleu", "chrf", "wer", "per", "accuracy", "exact_match"] = "loss"
-    """accuracy: teacher-forced token accuracy; exact_match: greedy-decoded sentences equal to the reference."""
-    patience: int | None = None
+    """accuracy: teacher-forced token accuracy; exact_match: decoded sentences equal to the reference."""
+    patience: int | None = ranged(None, 1)
     """Stop after this many validations without improvement (None = never)."""
-    keep_best: int = 1
-    keep_last: int = 1
-    log_every: int = 50
+    keep_best: int = ranged(1, 0)
+    keep_last: int = ranged(1, 1)
+    log_every: int = ranged(50, 1)
     device: str = "auto"
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1 ..."""
     tensorboard: bool = True
     progress: bool = True
 
 
-@dataclass
-class SearchConfig:
-    """Decoding defaults used by validation, translate and evaluate."""
+@dataclass(frozen=True, kw_only=True)
+class DecodeOptions:
+    """How to decode: the ``search`` section of a config, and the one set of
+    decoding options that translate, evaluate, serve and validation pass to
+    search.py. Frozen: change it with ``dataclasses.replace`` (which checks
+    again); a bad value raises ConfigError naming the option.
 
-    beam: int = 5
-    max_len_a: float = 1.5
-    """max output length = max_len_a * source_len + max_len_b."""
-    max_len_b: int = 10
-    min_len: int = 0
+    Output length limit per sentence: ``max_len`` if set, else
+    ``floor(max_len_a * source_length + max_len_b)``.
+    """
+
+    method: Literal["beam", "greedy", "sample"] = "beam"
+    """beam search, greedy (argmax) or ancestral sampling."""
+    beam: int = ranged(5, 1, MAX_BEAM)
+    nbest: int = ranged(1, 1, MAX_BEAM)
+    """Hypotheses returned per input (<= beam; 1 for greedy and sampling)."""
+    max_len_a: float = ranged(1.5, 0.0, 100.0)
+    max_len_b: int = ranged(10, 0, MAX_OUTPUT_LEN)
+    max_len: int | None = ranged(None, 1, MAX_OUTPUT_LEN)
+    """An absolute output length limit for every input (None = max_len_a/b)."""
+    min_len: int = ranged(0, 0, MAX_OUTPUT_LEN)
+    """EOS is forbidden before this many output tokens."""
     length_penalty: Literal["none", "average", "gnmt"] = "gnmt"
-    alpha: float = 0.6
-    coverage: float = 0.0
-    """GNMT coverage penalty weight (beta)."""
-    nbest: int = 1
+    """Beam ranking: raw log-prob, log-prob / length, or GNMT's ((5 + len) / 6) ** alpha."""
+    alpha: float = ranged(0.6, 0.0, 10.0)
+    coverage: float = ranged(0.0, 0.0, 10.0)
+    """GNMT coverage penalty weight (beta); 0 = off."""
+    temperature: float = ranged(1.0, 0.0, 100.0)
+    """Sampling temperature (0 = argmax)."""
+    top_k: int = ranged(0, 0)
+    """Sampling: keep the k most likely tokens (0 = all)."""
+    top_p: float = ranged(1.0, 0.0, 1.0, lo_open=True)
+    """Sampling: keep the smallest set of tokens whose probability reaches p."""
+    seed: int | None = ranged(None, 0)
+    """Sampling seed (None = a fresh random seed)."""
     replace_unk: bool = False
-    batch_size: int = 64
+    """Replace each <unk> output by the source token it attends to most."""
+    return_attention: bool = False
+    """Return the attention matrix of the best hypothesis."""
+    batch_size: int = ranged(64, 1, 4096)
+    """Sentences decoded together."""
+
+    def __post_init__(self) -> None:
+        try:
+            check_fields(self)
+            if self.nbest > (self.beam if self.method == "beam" else 1):
+                raise _mismatch("nbest", f"must be at most beam ({self.beam}) for beam search and 1 "
+                                         f"for greedy and sampling, got {self.nbest}")
+        except ConfigError as exc:
+            raise ConfigError(f"decoding option '{exc.key}': {exc.problem}", exc.key, exc.problem) from None
 
 
 @dataclass
@@ -183,7 +274,7 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: DecodeOptions = field(default_factory=DecodeOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,6 +284,18 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A config path, or the name of a built-in recipe (``g2p``, ``toy``, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = RECIPES / f"{name_or_path}.yaml"
+    if builtin.is_file() and path.suffix == "":
+        return builtin
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise ConfigError(f"config file not found: {name_or_path} (built-in recipes: {known})")
 
 
 # --- strict conversion -------------------------------------------------------
@@ -210,13 +313,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _mismatch(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': {problem}", key=key, problem=problem)
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp``; return it (ints widen to float)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        raise ConfigError(f"config key '{key}': {value!r} is not one of {_type_name(tp)}")
+        raise _mismatch(key, f"{value!r} is not one of {_type_name(tp)}")
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -228,13 +335,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        raise _mismatch(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
             value = [value]  # a single path is a list of one
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+            raise _mismatch(key, f"expected {_type_name(tp)}, got {value!r}")
         return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
@@ -252,11 +359,25 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     else:  # pragma: no cover - a programming error in this module
         raise TypeError(f"unsupported config type {tp!r} for {key}")
-    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    raise _mismatch(key, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def check_fields(obj: Any) -> None:
+    """Check every field of dataclass ``obj`` against its type and declared range
+    (ints widen to float in place); ConfigError with ``key`` = the field name."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = _convert(getattr(obj, f.name), hints[f.name], f.name)
+        object.__setattr__(obj, f.name, value)  # also for frozen dataclasses
+        spec = f.metadata.get("range")
+        problem = _range_problem(value, spec) if spec else None
+        if problem:
+            raise _mismatch(f.name, f"{problem}, got {value!r}")
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and values
+    of the wrong type or outside their declared range."""
     where = f"section '{prefix}'" if prefix else "the config"
     if data is None:
         data = {}
@@ -271,36 +392,39 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             known = ", ".join(sorted(names))
             raise ConfigError(f"unknown config key '{dotted}' (known in {where}: {known})")
         kwargs[key] = _convert(value, hints[key], dotted)
-    return cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+        if cls is not Config:
+            check_fields(obj)
+    except ConfigError as exc:
+        if exc.key is None or not prefix or exc.key.startswith(f"{prefix}."):
+            raise
+        raise _mismatch(f"{prefix}.{exc.key}", exc.problem) from None
+    return obj
+
+
+_TF_K = {"exponential": (0.0, 1.0, True, True), "inverse_sigmoid": (1.0, None, False, False)}
 
 
 def _validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
+    """Cross-field checks that single ranges cannot express."""
+    m, t, tok = cfg.model, cfg.train, cfg.tokenizer
     checks = [
-        (cfg.model.hidden > 0, "model.hidden", "must be positive"),
-        (cfg.model.emb_dim > 0, "model.emb_dim", "must be positive"),
-        (cfg.model.enc_layers >= 1, "model.enc_layers", "must be at least 1"),
-        (cfg.model.dec_layers >= 1, "model.dec_layers", "must be at least 1"),
-        (0.0 <= cfg.model.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
-        (0.0 <= cfg.model.emb_dropout < 1.0, "model.emb_dropout", "must be in [0, 1)"),
-        (0.0 <= cfg.train.teacher_forcing <= 1.0, "train.teacher_forcing", "must be in [0, 1]"),
-        (0.0 <= cfg.train.tf_floor <= 1.0, "train.tf_floor", "must be in [0, 1]"),
-        (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)"),
-        (cfg.train.lr > 0, "train.lr", "must be positive"),
-        (cfg.train.accum_steps >= 1, "train.accum_steps", "must be at least 1"),
-        (cfg.train.batch_tokens > 0, "train.batch_tokens", "must be positive"),
-        (cfg.search.beam >= 1, "search.beam", "must be at least 1"),
-        (cfg.data.max_len >= 1, "data.max_len", "must be at least 1"),
-        (not cfg.model.share_embeddings or cfg.tokenizer.joint,
-         "model.share_embeddings", "needs tokenizer.joint: true"),
+        (not m.share_embeddings or tok.joint, "model.share_embeddings", "needs tokenizer.joint: true"),
+        (not tok.joint or tok.src == tok.tgt, "tokenizer.joint",
+         f"needs tokenizer.src == tokenizer.tgt (got {tok.src!r} and {tok.tgt!r})"),
+        (not m.bidirectional or (m.enc_hidden or m.hidden) % 2 == 0,
+         "model.enc_hidden" if m.enc_hidden else "model.hidden", "must be even for a bidirectional encoder"),
+        (len(cfg.data.toy_len) == 2 and cfg.data.toy_len[0] <= cfg.data.toy_len[1], "data.toy_len",
+         f"must be [min, max] with 1 <= min <= max (got {cfg.data.toy_len})"),
+        (t.min_lr <= t.lr, "train.min_lr", f"must not exceed train.lr ({t.lr:g})"),
     ]
-    for ok, key, msg in checks:
+    if t.tf_schedule in _TF_K:
+        problem = _range_problem(t.tf_k, _TF_K[t.tf_schedule])
+        checks.append((problem is None, "train.tf_k", f"{problem} for tf_schedule: {t.tf_schedule}"))
+    for ok, key, problem in checks:
         if not ok:
-            raise ConfigError(f"config key '{key}' {msg}")
-    if cfg.model.enc_hidden is not None and cfg.model.bidirectional and cfg.model.enc_hidden % 2:
-        raise ConfigError("config key 'model.enc_hidden' must be even for a bidirectional encoder")
-    if cfg.model.bidirectional and (cfg.model.enc_hidden or cfg.model.hidden) % 2:
-        raise ConfigError("config key 'model.hidden' must be even for a bidirectional encoder")
+            raise _mismatch(key, problem)
 
 
 def from_dict(data: dict[str, Any] | None) -> Config:

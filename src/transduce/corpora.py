@@ -149,8 +149,6 @@ class FilterStats:
     """Pairs read."""
     empty: int = 0
     """Pairs dropped because the source or the target is empty."""
-    too_long: int = 0
-    """Pairs dropped for exceeding ``data.max_len`` tokens (set by the trainer)."""
     kept: int = 0
 
 
@@ -251,9 +249,6 @@ def _toy_seq(rng: random.Random, n_sym: int, lo: int, hi: int) -> tuple[int, ...
 
 def _toy_sequences(cfg, rng: random.Random) -> tuple[list, list, list]:
     """Distinct valid/test sequences, then train sequences avoiding them if possible."""
-    if cfg.toy_vocab < 1 or len(cfg.toy_len) != 2 or not 1 <= cfg.toy_len[0] <= cfg.toy_len[1]:
-        raise DataError("config keys 'data.toy_vocab' (>= 1) and 'data.toy_len' "
-                        f"([min, max], 1 <= min <= max) are invalid: {cfg.toy_vocab}, {cfg.toy_len}")
     draw = partial(_toy_seq, rng, cfg.toy_vocab, cfg.toy_len[0], cfg.toy_len[1])
     held: dict[tuple, None] = {}
     for _ in range(20 * N_EVAL * 2):

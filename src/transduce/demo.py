@@ -11,7 +11,11 @@ import json
 from pathlib import Path
 
 from . import config
-from .cli import RECIPES
+from .config import RECIPES
+from .corpora import load_splits
+from .metrics import g2p_error_rates
+from .train import train
+from .translator import Translator
 
 SAMPLE_WORDS = ["hello", "transduce", "sequence", "pytorch", "encoder", "attention", "bahdanau", "cheesecake"]
 
@@ -26,8 +30,6 @@ QUICK_OVERRIDES = [  # a smoke run: same pipeline, a fraction of the work
 def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None) -> dict:
     """Word and phoneme error rates on (word, pronunciation) pairs, all
     pronunciations of a word counting as references (see metrics.g2p_error_rates)."""
-    from .metrics import g2p_error_rates
-
     refs: dict[str, list[str]] = {}
     for word, pron in pairs:
         refs.setdefault(word, []).append(pron)
@@ -40,10 +42,7 @@ def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None
 
 def run_demo(out: Path, quick: bool = False, overrides: list[str] | None = None) -> dict:
     """Train, evaluate and sample the demo g2p model into ``out``; return the test scores."""
-    from .corpora import load_splits
-    from .plots import plot_attention
-    from .train import train
-    from .translator import Translator
+    from .plots import plot_attention  # matplotlib: heavy, loaded only when drawing
 
     extra = (QUICK_OVERRIDES if quick else []) + list(overrides or [])
     cfg = config.load(RECIPES / "demo.yaml", extra)

@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from .config import PRECISIONS
 from .errors import ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,15 +55,25 @@ def fast_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_fast_bf16()
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` -> ``bf16`` where :func:`fast_bf16` holds, else ``fp32``; others unchanged."""
+def resolve_precision(device: torch.device, precision: str, key: str = "precision") -> str:
+    """``auto`` -> ``bf16`` where :func:`fast_bf16` holds, else ``fp32``; others unchanged.
+
+    Raises ConfigError naming ``key`` for an unknown precision, fp16 off CUDA
+    and int8 off the CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"'{key}': {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"'{key}': fp16 needs a CUDA device, not {device}; use bf16 or auto on a CPU")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"'{key}': int8 runs on the CPU only, not on {device}")
     if precision == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
     return precision
 
 
 def autocast(device: torch.device, precision: str):
-    """A context that runs under ``precision`` (fp32: no autocast)."""
+    """A context that runs under ``precision`` (fp32 and int8: no autocast)."""
     precision = resolve_precision(device, precision)
     if precision not in DTYPES:
         return contextlib.nullcontext()

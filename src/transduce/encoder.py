@@ -51,7 +51,7 @@ class Encoder(nn.Module):
         bwd at the first token], the same halves as the memory.
         """
         emb = self.emb_dropout(self.embedding(src))  # [B, S, E]
-        packed = pack_padded_sequence(rnnlib.autocast(emb), src_lengths.detach().to("cpu", torch.int64),
+        packed = pack_padded_sequence(rnnlib.to_autocast_dtype(emb), src_lengths.detach().to("cpu", torch.int64),
                                       batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))

@@ -10,8 +10,17 @@ class UserError(Exception):
     """
 
 
-class ConfigError(UserError):
-    """An unknown key, a wrong type or an invalid value in a config."""
+class ConfigError(UserError, ValueError):
+    """An unknown key, a wrong type or an invalid value in a config or an option.
+
+    ``key`` and ``problem`` are set when one field is at fault, so that the
+    caller can name it the way its user wrote it (``search.beam`` in a YAML
+    file, ``--beam`` on the command line, ``beam`` in a request).
+    """
+
+    def __init__(self, message: str, key: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.key, self.problem = key, problem
 
 
 class DataError(UserError):

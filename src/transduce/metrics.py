@@ -124,10 +124,11 @@ def exact_match(hyps: Sequence[str], refs: Sequence[str]) -> float:
 
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:
-    """exp(nll_sum / n_tokens) (inf on overflow); n_tokens must be positive."""
-    if n_tokens <= 0:
-        raise ValueError(f"perplexity needs at least one token, got n_tokens={n_tokens}")
-    mean = float(nll_sum) / n_tokens
+    """exp(nll_sum / n_tokens): inf on overflow (and for an infinite sum), nan
+    without tokens or for a nan sum."""
+    mean = float(nll_sum) / n_tokens if n_tokens > 0 else math.nan
+    if math.isnan(mean):
+        return math.nan
     return math.exp(mean) if mean < 709.0 else math.inf
 
 

@@ -110,10 +110,10 @@ class Bridge(nn.Module):
         picked = rnnlib.map_hidden(lambda t: t.index_select(0, idx), final)  # [L_dec, B, H_mem]
         if self.proj_h is None:
             return rnnlib.contiguous(picked)
-        h = picked[0] if rnnlib.is_lstm_state(picked) else picked
+        h, c = rnnlib.split(picked)
         h = self.proj_h(h)
         h = torch.tanh(h) if self.kind == "linear" else h
-        c = self.proj_c(picked[1]) if self.proj_c is not None else None
+        c = self.proj_c(c) if self.proj_c is not None else None
         return rnnlib.as_cell_state(self.cell, h, c)
 
 

@@ -44,11 +44,11 @@ def map_hidden(fn: Callable[[Tensor], Tensor], hidden: Hidden) -> Hidden:
     return fn(hidden)
 
 
-def zip_hidden(fn: Callable[[Tensor, Tensor], Tensor], a: Hidden, b: Hidden) -> Hidden:
-    """Combine two states part by part: ``fn(h_a, h_b)`` (and ``fn(c_a, c_b)``)."""
-    if is_lstm_state(a):
-        return (fn(a[0], b[0]), fn(a[1], b[1]))
-    return fn(a, b)
+def split(hidden: Hidden) -> tuple[Tensor, Tensor | None]:
+    """``(h, c)`` of an LSTM state, ``(h, None)`` of a GRU/RNN state."""
+    if is_lstm_state(hidden):
+        return hidden[0], hidden[1]
+    return hidden, None
 
 
 def select(hidden: Hidden, idx: Tensor) -> Hidden:
@@ -58,14 +58,12 @@ def select(hidden: Hidden, idx: Tensor) -> Hidden:
 
 def top(hidden: Hidden) -> Tensor:
     """The top layer's output state ``h[-1]``: [B, H] (never ``c``)."""
-    h = hidden[0] if is_lstm_state(hidden) else hidden
-    return h[-1]
+    return split(hidden)[0][-1]
 
 
 def layers(hidden: Hidden) -> int:
     """Number of layers L of a state [L, B, H]."""
-    h = hidden[0] if is_lstm_state(hidden) else hidden
-    return h.size(0)
+    return split(hidden)[0].size(0)
 
 
 def merge_directions(hidden: Hidden, directions: int) -> Hidden:
@@ -103,7 +101,7 @@ def contiguous(hidden: Hidden) -> Hidden:
     return map_hidden(lambda t: t.contiguous(), hidden)
 
 
-def autocast(t: Tensor) -> Tensor:
+def to_autocast_dtype(t: Tensor) -> Tensor:
     """``t`` in the active autocast dtype of its device (unchanged outside autocast).
 
     CPU autocast runs nn.LSTM in bf16 but does not cast its input, and oneDNN
@@ -118,8 +116,8 @@ def autocast(t: Tensor) -> Tensor:
 def run_seq(rnn: nn.RNNBase, x: Tensor, hidden: Hidden | None = None) -> tuple[Tensor, Hidden]:
     """Whole-sequence call x [B, T, I] -> (out [B, T, D*H], final [L*D, B, H]), autocast-safe."""
     if hidden is not None:
-        hidden = map_hidden(lambda t: autocast(t).contiguous(), hidden)
-    return rnn(autocast(x), hidden)
+        hidden = map_hidden(lambda t: to_autocast_dtype(t).contiguous(), hidden)
+    return rnn(to_autocast_dtype(x), hidden)
 
 
 _CELL_FNS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}

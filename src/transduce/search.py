@@ -6,6 +6,10 @@ src_lengths) -> Encoded``, ``init_state(enc) -> DecoderState`` and
 ``Encoded.select`` / ``DecoderState.select``. Nothing here knows cell or
 attention types. Shapes: B sentences, K beam, S source length, V vocabulary.
 
+Every search takes the one set of decoding options, a frozen
+``config.DecodeOptions`` (already checked); :func:`decode` picks the search
+from ``opts.method``.
+
 Conventions shared by all searches:
 
 * Output length limit per sentence ``L = floor(max_len_a * src_len +
@@ -30,9 +34,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .config import DecodeOptions
 from .vocab import BOS, EOS, PAD
 
-LENGTH_PENALTIES = ("none", "average", "gnmt")
 COVERAGE_EPS = 1e-10
 """Attention sums are clamped at this before the log of the coverage penalty."""
 
@@ -49,12 +53,16 @@ class Hyp:
 
 # --- shared helpers ---------------------------------------------------------
 
-def max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int,
-                max_len: int | None = None) -> Tensor:
+def keeps_attention(opts: DecodeOptions) -> bool:
+    """Whether the search must keep attention rows (returned, or needed by replace_unk)."""
+    return opts.return_attention or opts.replace_unk
+
+
+def max_lengths(src_lengths: Tensor, opts: DecodeOptions) -> Tensor:
     """Per-sentence output length limits, LongTensor [B] (>= 0) on src_lengths' device."""
-    if max_len is not None:
-        return torch.full_like(src_lengths, max(int(max_len), 0))
-    limits = torch.floor(src_lengths.double() * float(max_len_a) + float(max_len_b))
+    if opts.max_len is not None:
+        return torch.full_like(src_lengths, opts.max_len)
+    limits = torch.floor(src_lengths.double() * float(opts.max_len_a) + float(opts.max_len_b))
     return limits.clamp(min=0).long()
 
 
@@ -79,7 +87,7 @@ def length_normalise(logprob: Tensor, length: Tensor | int, penalty: str, alpha:
         return logprob / length
     if penalty == "gnmt":
         return logprob / ((5.0 + length) / 6.0) ** alpha
-    raise ValueError(f"unknown length penalty {penalty!r} (one of {', '.join(LENGTH_PENALTIES)})")
+    raise ValueError(f"unknown length penalty {penalty!r}")
 
 
 def coverage_penalty(attn_sum: Tensor, pad_mask: Tensor, beta: float) -> Tensor:
@@ -87,13 +95,6 @@ def coverage_penalty(attn_sum: Tensor, pad_mask: Tensor, beta: float) -> Tensor:
     positions. attn_sum, pad_mask: [N, S] -> [N] (<= 0)."""
     cov = attn_sum.float().clamp(min=COVERAGE_EPS, max=1.0).masked_fill(pad_mask, 1.0)
     return beta * cov.log().sum(-1)
-
-
-def _trim_attention(rows: list[Tensor], src_len: int) -> Tensor | None:
-    """Stack per-step attention rows [S] -> [T, src_len] on CPU."""
-    if not rows:
-        return None
-    return torch.stack(rows)[:, :src_len].float().cpu()
 
 
 # --- greedy and sampling ------------------------------------------------------
@@ -142,13 +143,12 @@ def _collect_one(steps: list[Tensor], attns: list[Tensor], lengths: Tensor, logp
 
 
 @torch.inference_mode()
-def greedy(model, src: Tensor, src_lengths: Tensor, max_len_a: float = 1.5, max_len_b: int = 10,
-           min_len: int = 0, max_len: int | None = None,
-           return_attention: bool = True) -> list[Hyp]:
-    """Batched greedy decoding. src [B, S], src_lengths [B] -> B Hyps (score = logprob)."""
-    limits = max_lengths(src_lengths, max_len_a, max_len_b, max_len)
-    return _decode_one(model, src, src_lengths, lambda logp: logp.argmax(-1), limits,
-                       min_len, return_attention)
+def greedy(model, src: Tensor, src_lengths: Tensor,
+           opts: DecodeOptions = DecodeOptions(method="greedy")) -> list[Hyp]:
+    """Batched greedy decoding. src [B, S], src_lengths [B] -> B Hyps (score = logprob).
+    Uses the length limits, min_len and attention options of ``opts``."""
+    return _decode_one(model, src, src_lengths, lambda logp: logp.argmax(-1),
+                       max_lengths(src_lengths, opts), opts.min_len, keeps_attention(opts))
 
 
 def filter_logits(logp: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
@@ -169,24 +169,23 @@ def filter_logits(logp: Tensor, temperature: float, top_k: int, top_p: float) ->
 
 
 @torch.inference_mode()
-def sample(model, src: Tensor, src_lengths: Tensor, temperature: float = 1.0, top_k: int = 0,
-           top_p: float = 1.0, generator: torch.Generator | None = None,
-           max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
-           max_len: int | None = None, return_attention: bool = True) -> list[Hyp]:
-    """Batched ancestral sampling with temperature, top-k and top-p (nucleus).
+def sample(model, src: Tensor, src_lengths: Tensor,
+           opts: DecodeOptions = DecodeOptions(method="sample"),
+           generator: torch.Generator | None = None) -> list[Hyp]:
+    """Batched ancestral sampling with ``opts.temperature``, ``top_k`` and ``top_p`` (nucleus).
 
-    ``temperature <= 0`` means argmax (greedy). Scores are log-probabilities of
+    ``temperature == 0`` means argmax (greedy). Scores are log-probabilities of
     the sampled tokens under the unmodified model distribution, so top_k=1
     gives exactly greedy's tokens and scores. Reproducible from ``generator``.
     """
     def choose(logp: Tensor) -> Tensor:
-        if temperature <= 0:
+        if opts.temperature <= 0:
             return logp.argmax(-1)
-        probs = filter_logits(logp, temperature, top_k, top_p).softmax(-1)
+        probs = filter_logits(logp, opts.temperature, opts.top_k, opts.top_p).softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
 
-    limits = max_lengths(src_lengths, max_len_a, max_len_b, max_len)
-    return _decode_one(model, src, src_lengths, choose, limits, min_len, return_attention)
+    return _decode_one(model, src, src_lengths, choose, max_lengths(src_lengths, opts),
+                       opts.min_len, keeps_attention(opts))
 
 
 # --- beam search --------------------------------------------------------------
@@ -210,21 +209,10 @@ class _Beams:
                       None if self.cov is None else self.cov[rows], self.last[rows])
 
 
-@dataclass
-class _Opts:
-    beam: int
-    nbest: int
-    penalty: str
-    alpha: float
-    beta: float
-    min_len: int
-    keep_attn: bool
-
-
 class _Finished:
     """Per-sentence lists of finished hypotheses, pruned to the n best."""
 
-    def __init__(self, n: int, opts: _Opts, src_lengths: list[int], device: torch.device):
+    def __init__(self, n: int, opts: DecodeOptions, src_lengths: list[int], device: torch.device):
         self.hyps: list[list[Hyp]] = [[] for _ in range(n)]
         self.opts = opts
         self.src_lengths = src_lengths
@@ -253,15 +241,15 @@ class _Finished:
 
 
 def _final_scores(raw: Tensor, length: int, cov: Tensor | None, pad_mask: Tensor,
-                  opts: _Opts) -> Tensor:
+                  opts: DecodeOptions) -> Tensor:
     """Ranking scores of finishing hypotheses: raw [N] -> [N]."""
-    score = length_normalise(raw, length, opts.penalty, opts.alpha)
-    if cov is not None and opts.beta > 0:
-        score = score + coverage_penalty(cov, pad_mask, opts.beta)
+    score = length_normalise(raw, length, opts.length_penalty, opts.alpha)
+    if cov is not None and opts.coverage > 0:
+        score = score + coverage_penalty(cov, pad_mask, opts.coverage)
     return score
 
 
-def _bound(beams: _Beams, opts: _Opts) -> Tensor:
+def _bound(beams: _Beams, opts: DecodeOptions) -> Tensor:
     """[A] upper bound on the ranking score any live hypothesis can still reach.
 
     Log-probabilities only decrease and are <= 0, a hypothesis has at most L
@@ -270,12 +258,12 @@ def _bound(beams: _Beams, opts: _Opts) -> Tensor:
     <= 0, so it cannot raise the bound.
     """
     best = beams.scores.max(-1).values  # [A]
-    if opts.penalty == "none":
+    if opts.length_penalty == "none":
         return best
-    return length_normalise(best, beams.limits, opts.penalty, opts.alpha)
+    return length_normalise(best, beams.limits, opts.length_penalty, opts.alpha)
 
 
-def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: _Opts) -> Tensor:
+def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: DecodeOptions) -> Tensor:
     """Finish (truncated) the live hypotheses of sentences whose limit is t; -> done [A]."""
     at_limit = beams.limits == t  # [A]
     if not at_limit.any():
@@ -290,7 +278,7 @@ def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: _Opts) ->
     return at_limit
 
 
-def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: _Opts):
+def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOptions):
     """One beam step from StepOutput ``out``; returns (beams, source rows [A*K])."""
     k = opts.beam
     a = beams.scores.size(0)
@@ -322,8 +310,8 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: _Opts):
     return nxt, src_rows
 
 
-def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: _Opts):
-    """Encode, expand to K rows per sentence; -> (enc, state, beams, uses_attention)."""
+def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: DecodeOptions):
+    """Encode, expand to K rows per sentence; -> (enc, state, beams)."""
     n, k, dev = src.size(0), opts.beam, src.device
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
@@ -334,42 +322,31 @@ def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: _Opts)
     s = enc.pad_mask.size(1)
     beams = _Beams(torch.arange(n, device=dev), limits.to(dev), scores,
                    torch.zeros(n * k, 0, dtype=torch.long, device=dev),
-                   torch.zeros(n * k, 0, s, device=dev) if opts.keep_attn else None,
-                   torch.zeros(n * k, s, device=dev) if opts.beta > 0 else None,
+                   torch.zeros(n * k, 0, s, device=dev) if keeps_attention(opts) else None,
+                   torch.zeros(n * k, s, device=dev) if opts.coverage > 0 else None,
                    torch.full((n * k,), BOS, dtype=torch.long, device=dev))
     return enc, state, beams
 
 
-def _check_beam_args(beam: int, nbest: int, length_penalty: str) -> None:
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
-    if not 1 <= nbest <= beam:
-        raise ValueError(f"nbest must be in [1, beam={beam}], got {nbest}")
-    if length_penalty not in LENGTH_PENALTIES:
-        raise ValueError(f"unknown length penalty {length_penalty!r}")
-
-
 @torch.inference_mode()
-def beam_search(model, src: Tensor, src_lengths: Tensor, beam: int = 5, nbest: int = 1,
-                length_penalty: str = "none", alpha: float = 0.6, coverage: float = 0.0,
-                min_len: int = 0, max_len_a: float = 1.5, max_len_b: int = 10,
-                max_len: int | None = None, return_attention: bool = True) -> list[list[Hyp]]:
-    """Batched beam search: src [B, S], src_lengths [B] -> B lists of ``nbest`` Hyps, best first.
+def beam_search(model, src: Tensor, src_lengths: Tensor,
+                opts: DecodeOptions = DecodeOptions()) -> list[list[Hyp]]:
+    """Batched beam search: src [B, S], src_lengths [B] -> B lists of ``opts.nbest``
+    Hyps, best first, with beam ``opts.beam`` (K below).
 
     All sentences x K beams advance together as [B*K] rows. Each step takes
     the top 2K candidates of each sentence; EOS candidates among the top K are
     moved to the sentence's finished list, and the K best non-EOS candidates
     stay live, so an early finished hypothesis never ends the beam. Ranking
-    score = length-normalised log-prob (+ GNMT coverage penalty when
-    ``coverage`` > 0 and the model has attention). A sentence is done when it
+    score = length-normalised log-prob (``opts.length_penalty``, ``alpha``; +
+    GNMT coverage penalty when ``opts.coverage`` > 0 and the model has attention). A sentence is done when it
     has ``nbest`` finished hypotheses and the upper bound of :func:`_bound` on
     its live hypotheses cannot beat the nbest-th of them (exact for every
     penalty), or when its live hypotheses reach the length limit. Done
     sentences are dropped from the batch.
     """
-    _check_beam_args(beam, nbest, length_penalty)
-    opts = _Opts(beam, nbest, length_penalty, alpha, coverage, min_len, return_attention)
-    limits = max_lengths(src_lengths, max_len_a, max_len_b, max_len)
+    beam = opts.beam
+    limits = max_lengths(src_lengths, opts)
     fin = _Finished(src.size(0), opts, src_lengths.tolist(), src.device)
     if src.size(0) == 0:
         return []
@@ -390,6 +367,16 @@ def beam_search(model, src: Tensor, src_lengths: Tensor, beam: int = 5, nbest: i
         beams, src_rows = _advance(beams, out, t, enc, fin, opts)
         state = out.state.select(src_rows)
     return fin.hyps
+
+
+def decode(model, src: Tensor, src_lengths: Tensor, opts: DecodeOptions,
+           generator: torch.Generator | None = None) -> list[list[Hyp]]:
+    """The search ``opts.method`` names: B lists of Hyps (``opts.nbest`` for beam, else one)."""
+    if opts.method == "greedy":
+        return [[h] for h in greedy(model, src, src_lengths, opts)]
+    if opts.method == "sample":
+        return [[h] for h in sample(model, src, src_lengths, opts, generator)]
+    return beam_search(model, src, src_lengths, opts)
 
 
 # --- unknown-word replacement -------------------------------------------------

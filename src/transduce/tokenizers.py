@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, DataError
 
 SPACE = "\u2581"
 """The visible space piece of char tokenization (same symbol as sentencepiece)."""
@@ -203,17 +203,11 @@ def _build(kind: str, tok_cfg, pairs, sides: tuple[int, ...]) -> Tokenizer:
     return SIMPLE[kind](lowercase=tok_cfg.lowercase)
 
 
-def train_tokenizers(tok_cfg, train_pairs: Sequence[tuple[str, str]],
-                     workdir: str | Path | None = None) -> tuple[Tokenizer, Tokenizer]:
-    """(src, tgt) tokenizers for a TokenizerConfig; the same object twice if joint.
-
-    ``workdir`` is accepted for the contract but unused: sentencepiece trains
-    from an in-memory iterator and writes its model to memory.
-    """
+def train_tokenizers(tok_cfg, train_pairs: Sequence[tuple[str, str]]) -> tuple[Tokenizer, Tokenizer]:
+    """(src, tgt) tokenizers for a TokenizerConfig; the same object twice if joint
+    (config.py checks that joint has src == tgt). sentencepiece trains from an
+    in-memory iterator and keeps its model in memory."""
     if tok_cfg.joint:
-        if tok_cfg.src != tok_cfg.tgt:
-            raise ConfigError(f"config key 'tokenizer.joint' needs tokenizer.src == tokenizer.tgt "
-                              f"(got {tok_cfg.src!r} and {tok_cfg.tgt!r})")
         tok = _build(tok_cfg.src, tok_cfg, train_pairs, (0, 1))
         return tok, tok
     return (_build(tok_cfg.src, tok_cfg, train_pairs, (0,)),

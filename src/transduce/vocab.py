@@ -123,14 +123,13 @@ class Codec:
         return len(self.vocab)
 
 
-def build_codecs(tok_cfg, train_pairs: Sequence[tuple[str, str]],
-                 workdir: str | Path | None = None) -> tuple[Codec, Codec]:
+def build_codecs(tok_cfg, train_pairs: Sequence[tuple[str, str]]) -> tuple[Codec, Codec]:
     """Train tokenizers and build vocabularies from training pairs: (src, tgt).
 
     Joint (``tokenizer.joint``): one tokenizer and one vocabulary for both
     sides (the same Codec twice). ``tokenizer.min_freq`` / ``max_vocab`` apply.
     """
-    src_tok, tgt_tok = train_tokenizers(tok_cfg, train_pairs, workdir)
+    src_tok, tgt_tok = train_tokenizers(tok_cfg, train_pairs)
     src_pieces = src_tok.encode_batch([s for s, _ in train_pairs])
     tgt_pieces = tgt_tok.encode_batch([t for _, t in train_pairs])
 
