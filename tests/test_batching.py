@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from transduce.batching import (Batch, BatchSampler, Example, collate, encode_pairs,
-                                example_size, example_sizes, filter_long, iterate)
+                                example_size, example_sizes, filter_long)
 from transduce.tokenizers import CharTokenizer, WhitespaceTokenizer
 from transduce.vocab import BOS, EOS, PAD, Codec, Vocab
 
@@ -98,14 +98,13 @@ def test_sentence_batching():
     assert sorted(i for b in batches for i in b) == list(range(103))
 
 
-def test_iterate_resumes_from_position():
+def test_an_epoch_covers_every_example_once_and_repeats_exactly():
     exs = make_examples(300)
     sampler = BatchSampler(example_sizes(exs), batch_tokens=250, seed=4)
-    full = list(iterate(exs, sampler, epoch=2))
-    rest = list(iterate(exs, sampler, epoch=2, start=5))
-    assert len(rest) == len(full) - 5
-    for a, b in zip(full[5:], rest):
-        assert torch.equal(a.src, b.src) and torch.equal(a.index, b.index)
+    order = sampler.epoch_batches(2)
+    assert BatchSampler(example_sizes(exs), batch_tokens=250, seed=4).epoch_batches(2) == order
+    assert sampler.epoch_batches(3) != order
+    full = [collate(exs, indices) for indices in order]
     seen = torch.cat([b.index for b in full]).sort().values
     assert seen.tolist() == list(range(300))
     for b in full:

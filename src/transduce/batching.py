@@ -18,7 +18,7 @@ translation).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -196,14 +196,3 @@ class BatchSampler:
         if self._len is None:
             self._len = len(self.epoch_batches(0))
         return self._len
-
-
-def iterate(examples: Sequence[Example], sampler: BatchSampler, epoch: int,
-            start: int = 0) -> Iterator[Batch]:
-    """Batches of ``epoch`` from batch position ``start`` on (exact resume).
-
-    The k-th yielded batch is at position ``start + k`` of the epoch; a
-    trainer that saves (epoch, position + 1) after a step resumes exactly.
-    """
-    for indices in sampler.epoch_batches(epoch)[start:]:
-        yield collate(examples, indices)

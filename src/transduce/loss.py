@@ -48,7 +48,7 @@ def token_losses(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
     mask = target != PAD  # [B, T]
     logp = F.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-    safe_target = target.masked_fill(~mask, 0)
+    safe_target = target.masked_fill(~mask, PAD)  # any valid index; masked out below
     nll = -logp.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)  # [B, T]
     if label_smoothing > 0.0:
         smooth = -logp.mean(dim=-1)  # [B, T]

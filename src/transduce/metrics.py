@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
+from sacrebleu.metrics import BLEU, CHRF
+
 from .errors import DataError, UserError
 
 
@@ -51,8 +53,6 @@ def _ref_streams(refs: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str
 def bleu(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
          tokenize: str = "13a", lowercase: bool = False) -> Score:
     """Corpus BLEU (0-100) with sacreBLEU; refs: one string per sentence or a list of several."""
-    from sacrebleu.metrics import BLEU
-
     _check(hyps, refs)
     metric = BLEU(tokenize=tokenize, lowercase=lowercase)
     result = metric.corpus_score(list(hyps), _ref_streams(refs))
@@ -62,8 +62,6 @@ def bleu(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
 def chrf(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
          word_order: int = 0) -> Score:
     """Corpus chrF (0-100; chrF++ with word_order=2) with sacreBLEU."""
-    from sacrebleu.metrics import CHRF
-
     _check(hyps, refs)
     metric = CHRF(word_order=word_order)
     result = metric.corpus_score(list(hyps), _ref_streams(refs))

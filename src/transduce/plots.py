@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -38,8 +39,6 @@ def plot_attention(attention, src_tokens: Sequence[str], out_tokens: Sequence[st
     Rows are ``out_tokens`` (T), columns ``src_tokens`` (S); extra rows or
     columns of ``attention`` beyond the token lists are cut off.
     """
-    import numpy as np
-
     data = np.asarray(attention.tolist() if hasattr(attention, "tolist") else attention, dtype=float)
     data = data.reshape(-1, data.shape[-1]) if data.size else np.zeros((0, 0))
     data = data[:len(out_tokens), :len(src_tokens)]

@@ -102,7 +102,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     decoder RNN has no raw weights for the fused cell kernels, so its step
     runs the module on a length-1 sequence (rnn.run_step). Speed and BLEU of
     int8 against fp32: bench/bench_inference.py, figures in bench/RESULTS.md."""
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic  # int8 only
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic  # deprecated module: int8 only
 
     spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
             if isinstance(m, (nn.Linear, nn.LSTM, nn.GRU))}
