@@ -10,8 +10,10 @@ from transduce.cli import main
 
 
 def run(capsys, argv, stdin=None, monkeypatch=None):
+    """Run the CLI with ``stdin`` (str or bytes) as standard input; -> (code, out, err)."""
     if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
     code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
@@ -83,6 +85,61 @@ def test_translate_jsonl_nbest_and_attention(capsys, monkeypatch, toy_run, tmp_p
     assert len(rec["nbest"]) == 2 and rec["nbest"][0]["score"] >= rec["nbest"][1]["score"]
     assert len(rec["attention"]) == len(rec["tokens"])
     assert (tmp_path / "att" / "00000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nbest_text_gives_n_lines_per_input_with_its_index(capsys, monkeypatch, toy_run):
+    code, out, _ = run(capsys, ["translate", str(toy_run), "--beam", "3", "--nbest", "3"],
+                       stdin="1 2 3\n\n4 5\n", monkeypatch=monkeypatch)
+    assert code == 0
+    rows = [line.split("\t") for line in out.rstrip("\n").split("\n")]
+    assert [r[0] for r in rows] == ["0"] * 3 + ["1"] * 3 + ["2"] * 3  # the empty line keeps its 3
+    assert all(len(r) == 3 and float(r[2]) <= 0.0 for r in rows)
+    assert [r[1] for r in rows[3:6]] == ["", "", ""]
+
+
+class _TypedLines:
+    """A terminal stdin: records what had been printed before each line was read."""
+
+    def __init__(self, lines, capsys):
+        self.lines, self.capsys, self.seen = lines, capsys, []
+
+    def isatty(self):
+        return True
+
+    @property
+    def buffer(self):
+        for line in self.lines:
+            self.seen.append(self.capsys.readouterr().out)
+            yield line
+
+
+def test_lines_typed_at_a_terminal_are_answered_one_by_one(capsys, monkeypatch, toy_run):
+    typed = _TypedLines([b"1 2 3\n", b"4 5\n", b"6\n"], capsys)
+    monkeypatch.setattr(sys, "stdin", typed)
+    assert main(["translate", str(toy_run), "--greedy"]) == 0
+    assert typed.seen[0] == ""
+    assert typed.seen[1].count("\n") == 1 and typed.seen[2].count("\n") == 1  # answered before the next
+
+
+@pytest.mark.parametrize("argv, stdin, message", [
+    (["--attention"], "1 2\n", "--attention needs --jsonl"),
+    (["--plot-attention", "/proc/nope/x"], "1 2\n", "--plot-attention /proc/nope/x: cannot create"),
+    (["--max-len", "-1"], "1 2\n", "--max-len: must be in [1, 4096], got -1"),
+    (["--beam", "100000"], "1 2\n", "--beam: must be in [1, 256], got 100000"),
+    (["--beam", "2", "--nbest", "3"], "1 2\n", "--nbest: must be at most beam (2)"),
+    (["--top-p", "0"], "1 2\n", "--top-p: must be in (0, 1]"),
+    ([], b"1 2\n\xff\xfe\n", "<stdin>:2: invalid UTF-8"),
+])
+def test_bad_translate_input_exits_2_naming_it(capsys, monkeypatch, toy_run, argv, stdin, message):
+    code, out, err = run(capsys, ["translate", str(toy_run), *argv], stdin=stdin, monkeypatch=monkeypatch)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_prepare_refuses_a_negative_max_len(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "reverse", "--max-len", "-1"])
+    assert info.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_evaluate_json(capsys, toy_run, tmp_path):

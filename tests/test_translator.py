@@ -220,3 +220,21 @@ def test_evaluate_against_own_outputs(tr):
     assert result["ppl"] == pytest.approx(math.exp(result["nll"] / result["n_tokens"]))
     with pytest.raises(UserError, match="2 source lines but 1 reference"):
         evaluate(tr, ["a", "b"], ["x"])
+
+
+@pytest.mark.parametrize("texts, message", [
+    ("goat", "not a single str"), (b"goat", "not a single bytes"), (None, "got NoneType"),
+    (5, "got int"), (["ok", None], r"texts\[1\] must be a str, got NoneType"),
+])
+def test_texts_of_the_wrong_type_are_a_type_error_naming_them(tr, texts, message):
+    with pytest.raises(TypeError, match=message):
+        tr.translate(texts)
+
+
+@pytest.mark.parametrize("method", ["beam", "greedy", "sample"])
+def test_a_model_with_nan_weights_still_answers_every_input(method):
+    tr = make_translator()
+    with torch.no_grad():
+        tr.model.decoder.out.bias.fill_(float("nan"))
+    out = tr.translate(TEXTS, method=method, seed=0)
+    assert len(out) == len(TEXTS)

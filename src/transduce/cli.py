@@ -146,12 +146,32 @@ def _open_out(path: str | None):
 
 
 def _input_lines(path: str | None):
-    """Lines from a file or stdin, streamed (newline stripped)."""
-    if path is None or path == "-":
-        for line in sys.stdin:
-            yield line.rstrip("\n").rstrip("\r")
+    """Lines from a file or stdin, streamed (newline stripped); bytes that are not
+    UTF-8 are an error naming the line, as they are in files."""
+    if path not in (None, "-"):
+        yield from _read_lines(path)
         return
-    yield from _read_lines(path)
+    for lineno, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"<stdin>:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _interactive(path: str | None) -> bool:
+    """True when lines are typed at a terminal: answer each as soon as it is entered."""
+    return path in (None, "-") and sys.stdin.isatty()
+
+
+def _plot_folder(plot_dir: str | None) -> Path | None:
+    """The --plot-attention folder, created now so that a bad path fails before any work."""
+    if plot_dir is None:
+        return None
+    try:
+        Path(plot_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--plot-attention {plot_dir}: cannot create the folder ({exc.strerror})") from None
+    return Path(plot_dir)
 
 
 def _translate_stream(translator: Translator, options: DecodeOptions, source: str | None,
@@ -162,22 +182,24 @@ def _translate_stream(translator: Translator, options: DecodeOptions, source: st
     lines = _input_lines(source)
     if show_progress:
         lines = tqdm(list(lines), desc="translate", unit="sent")
+    folder = _plot_folder(plot_dir)
+    chunk = 1 if _interactive(source) else None
     try:
-        for i, tr in enumerate(translator.translate_stream(lines, options)):
-            if plot_dir is not None and tr.attention is not None and tr.tokens:
+        for i, tr in enumerate(translator.translate_stream(lines, options, chunk_size=chunk)):
+            if folder is not None and tr.attention is not None and tr.tokens:
                 from .plots import plot_attention  # matplotlib: heavy, loaded only when drawing
 
-                Path(plot_dir).mkdir(parents=True, exist_ok=True)
-                plot_attention(tr.attention, tr.src_tokens, tr.tokens, Path(plot_dir) / f"{i:05d}.png")
-            out.write(_format_result(tr, options.nbest, jsonl) + "\n")
+                plot_attention(tr.attention, tr.src_tokens, tr.tokens, folder / f"{i:05d}.png")
+            out.write(_format_result(tr, i, options.nbest, jsonl) + "\n")
             out.flush()
     finally:
         if out is not sys.stdout:
             out.close()
 
 
-def _format_result(tr, nbest: int, jsonl: bool) -> str:
-    """One output line (n lines for the text n-best format); attention only in JSON."""
+def _format_result(tr, index: int, nbest: int, jsonl: bool) -> str:
+    """One output line; with nbest > 1 in text, ``nbest`` lines ``index<TAB>text<TAB>score``
+    (``index`` = the 0-based input line, as in Moses and fairseq); attention only in JSON."""
     if jsonl:
         record = {"text": tr.text, "score": tr.score}
         if nbest > 1:
@@ -186,7 +208,7 @@ def _format_result(tr, nbest: int, jsonl: bool) -> str:
             record.update(src_tokens=tr.src_tokens, tokens=tr.tokens, attention=tr.attention)
         return json.dumps(record, ensure_ascii=False)
     if nbest > 1:
-        return "\n".join(f"{t}\t{s:.4f}" for t, s in tr.nbest[:nbest])
+        return "\n".join(f"{index}\t{t}\t{s:.4f}" for t, s in tr.nbest[:nbest])
     return tr.text
 
 
@@ -212,7 +234,7 @@ def _evaluate_pairs(translator, sources, references, metrics, options, hyp_out):
 DECODE_FLAGS = {
     "method": "beam search, greedy decoding or sampling",
     "beam": "beam size",
-    "nbest": "hypotheses per input (text: one line each, tab, score; --jsonl: a list)",
+    "nbest": "hypotheses per input (text: N lines 'input index<TAB>text<TAB>score'; --jsonl: a list)",
     "max_len": "absolute maximum output length in tokens",
     "max_len_a": "output length limit a * source_length + b: a",
     "max_len_b": "output length limit a * source_length + b: b",
@@ -250,6 +272,22 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                         "(CUDA), dynamic int8 (CPU), or auto (bf16 where native, else fp32)")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port number."""
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transduce",
@@ -263,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "built-in corpus name) and print statistics and what would be dropped.")
     p.add_argument("source", help="TSV file, source file, or built-in corpus name (cmudict, reverse, ...)")
     p.add_argument("target", nargs="?", help="target file, line-aligned with SOURCE")
-    p.add_argument("--max-len", type=int, default=100, help="token limit used to count over-long pairs")
+    p.add_argument("--max-len", type=_positive_int, default=100,
+                   help="token limit used to count over-long pairs (default: 100)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a model from a YAML recipe",
@@ -302,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="REST API and web page for one or more models")
     p.add_argument("models", nargs="+", help="model folders")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_serve)
 

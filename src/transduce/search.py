@@ -182,6 +182,8 @@ def sample(model, src: Tensor, src_lengths: Tensor,
         if opts.temperature <= 0:
             return logp.argmax(-1)
         probs = filter_logits(logp, opts.temperature, opts.top_k, opts.top_p).softmax(-1)
+        finite = torch.isfinite(probs).all(-1, keepdim=True)  # [B, 1]; False for a nan model
+        probs = torch.where(finite, probs, torch.ones_like(probs))
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
 
     return _decode_one(model, src, src_lengths, choose, max_lengths(src_lengths, opts),
@@ -366,7 +368,8 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
             beams.attn, beams.cov = None, None
         beams, src_rows = _advance(beams, out, t, enc, fin, opts)
         state = out.state.select(src_rows)
-    return fin.hyps
+    # A model that outputs nan never finishes a hypothesis: give such a sentence an empty one.
+    return [hyps or [Hyp([], math.nan, math.nan)] for hyps in fin.hyps]
 
 
 def decode(model, src: Tensor, src_lengths: Tensor, opts: DecodeOptions,

@@ -122,6 +122,21 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _check_texts(texts) -> list[str]:
+    """``texts`` as a list of str; TypeError naming the culprit otherwise."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"texts must be a list of strings, not a single {type(texts).__name__}: "
+                        f"use translate([text])")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+    return texts
+
+
 @dataclass
 class _Source:
     """A tokenized input: pieces and ids aligned one to one."""
@@ -174,7 +189,7 @@ class Translator:
         opts = self.options(options, **changes)
         if generator is None and opts.method == "sample":
             generator = self._generator(opts.seed)
-        sources = self._tokenize(list(texts))
+        sources = self._tokenize(_check_texts(texts))
         results: list[Translation | None] = [None] * len(sources)
         for idx in self._batches(sources, opts.batch_size):
             for i, tr in zip(idx, self._decode_batch([sources[i] for i in idx], opts, generator)):
