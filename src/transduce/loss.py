@@ -9,7 +9,6 @@ tokens (see ``train.py``).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -73,14 +72,6 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float 
         n_correct=int(correct.sum()),
         nll_sum=nll.sum().detach(),
     )
-
-
-def perplexity(nll_sum: float, n_tokens: int) -> float:
-    """exp(nll_sum / n_tokens); inf on overflow, nan when there are no tokens."""
-    if n_tokens <= 0:
-        return float("nan")
-    mean = float(nll_sum) / n_tokens
-    return math.exp(mean) if mean < 700 else float("inf")
 
 
 def token_accuracy(n_correct: int, n_tokens: int) -> float:

@@ -35,10 +35,13 @@ states are saved; validation runs under ``torch.random.fork_rng`` and does
 not move any generator. On CPU a run stopped at step k and resumed ends with
 weights bitwise equal to an uninterrupted run.
 
-Validation: teacher-forced loss, perplexity and token accuracy on the whole
-valid split; then greedy decoding (search.greedy with the cfg.search limits) of
-the first ``valid_max_sentences`` sentences scored with BLEU, chrF (sacreBLEU),
-WER, PER and exact match (metrics.py), all always computed. Early stopping,
+Validation goes through a ``Translator`` over the live model, the same code
+as ``transduce translate`` and ``evaluate``: teacher-forced loss, perplexity
+and token accuracy on the whole valid split (``Translator.likelihood``); then
+the first ``valid_max_sentences`` sentences decoded (greedy, or beam search
+of width ``train.valid_beam``, with the cfg.search limits and penalties) and
+scored with BLEU, chrF (sacreBLEU), WER, PER and exact match (metrics.py),
+all always computed. Early stopping,
 best checkpoints and reduce-on-plateau follow ``train.early_stop_metric``
 (loss, wer, per: lower is better; bleu, chrf, accuracy: higher); ``accuracy``
 is the teacher-forced token accuracy (in %).
@@ -57,6 +60,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -80,8 +84,7 @@ from .runfolder import ResumePoint, RunFolder
 from .runlog import RunLog
 from .sampling import make_next_input, two_pass_inputs
 from .schedules import EarlyStopping, LRSchedule, teacher_forcing_ratio
-from .search import greedy
-from .translator import eval_mode
+from .translator import Translator
 from .vocab import Codec, build_codecs
 
 DECODE_METRICS = ["bleu", "chrf", "wer", "per", "exact_match"]
@@ -227,6 +230,7 @@ class Trainer:
         self.cfg, self.train_cfg, self.out = cfg, cfg.train, Path(out_dir)
         opts = self.train_cfg
         self.device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")), key="train.device")
+        self.precision = resolve_precision(self.device, opts.precision, key="train.precision")
         self.workers = init_distributed(self.device)
         self.folder = RunFolder(self.out, opts.keep_last, opts.keep_best, HIGHER_IS_BETTER[opts.early_stop_metric])
         self.runlog = RunLog(self.out, opts.tensorboard, enabled=self.workers.main)
@@ -237,7 +241,7 @@ class Trainer:
         self.optimizer = make_optimizer(opts, self.model.parameters())
         self.lr_schedule = LRSchedule(opts)
         self.early = EarlyStopping(opts.early_stop_metric, opts.patience)
-        self.precision = resolve_precision(self.device, opts.precision)
+        self.validator = Translator(self.model, cfg, *self.data.codecs, self.device, self.precision)
         if opts.precision == "auto":
             self._info(f"precision auto: {self.precision} on {self.device}")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -402,45 +406,30 @@ class Trainer:
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> dict:
-        """Validation metrics (rank 0 computes, every rank receives); {} without a valid split."""
+        """Validation metrics (rank 0 computes, every rank receives); {} without a valid split.
+
+        Through the same Translator as ``translate`` and ``evaluate``: the
+        teacher-forced likelihood of the whole split (loss, ppl, accuracy) and
+        the decoded first ``valid_max_sentences`` sentences (greedy, or beam
+        search of width ``valid_beam``) scored against their references.
+        """
         metrics: dict = {}
         if self.workers.main and self.data.valid:
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
-            with eval_mode(self.model), torch.random.fork_rng(devices=devices), torch.no_grad(), \
-                    self._autocast():
-                metrics = {**self._valid_loss(), **self._valid_decode()}
+            with torch.random.fork_rng(devices=devices):  # validation moves no generator
+                lik = self.validator.likelihood(self.data.valid)
+                metrics = {"loss": lik.loss, "ppl": lik.ppl, "accuracy": lik.accuracy,
+                           **self._valid_decode()}
         return self.workers.broadcast(metrics)
 
-    def _valid_loss(self) -> dict:
-        """Teacher-forced loss (plain NLL per token), perplexity, token accuracy (%)."""
-        valid, opts = self.data.valid, self.train_cfg
-        sampler = BatchSampler(example_sizes(valid), opts.batch_tokens, opts.batch_sentences, shuffle=False)
-        nll, tokens, correct = 0.0, 0, 0
-        for indices in sampler.epoch_batches(0):
-            batch = collate(valid, indices).to(self.device)
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
-            out = masked_cross_entropy(logits, batch.tgt_out)
-            nll, tokens, correct = nll + float(out.nll_sum), tokens + out.n_tokens, correct + out.n_correct
-        return {"loss": nll / tokens, "ppl": perplexity(nll, tokens),
-                "accuracy": 100.0 * token_accuracy(correct, tokens)}
-
     def _valid_decode(self) -> dict:
-        """Greedy decoding of the first valid_max_sentences sentences, scored (metrics.py)."""
-        n = len(self.data.valid)
-        if self.train_cfg.valid_max_sentences is not None:
-            n = min(n, self.train_cfg.valid_max_sentences)
-        if n == 0:
-            return {}
-        examples, s = self.data.valid[:n], self.cfg.search
-        sampler = BatchSampler(example_sizes(examples), batch_sentences=s.batch_size, shuffle=False)
-        hyps = [""] * n
-        for indices in sampler.epoch_batches(0):
-            batch = collate(examples, indices).to(self.device)
-            found = greedy(self.model, batch.src, batch.src_lengths, s)
-            for i, hyp in zip(indices, found):
-                hyps[i] = self.data.tgt_codec.decode(hyp.tokens)
-        refs = [tgt for _, tgt in self.data.valid_pairs[:n]]
-        scores = score_texts(hyps, refs, DECODE_METRICS)
+        """Decode the first valid_max_sentences sources and score them (metrics.py)."""
+        pairs = self.data.valid_pairs[:self.train_cfg.valid_max_sentences]
+        beam = self.train_cfg.valid_beam
+        options = dataclasses.replace(self.cfg.search, method="beam" if beam > 1 else "greedy",
+                                      beam=beam, nbest=1, return_attention=False)
+        hyps = [tr.text for tr in self.validator.translate([src for src, _ in pairs], options)]
+        scores = score_texts(hyps, [tgt for _, tgt in pairs], DECODE_METRICS)
         return {k: v for k, v in scores.items() if not k.endswith("_signature")}
 
     def validate_and_save(self) -> None:
