@@ -205,6 +205,9 @@ class TrainConfig:
     """accuracy: teacher-forced token accuracy; exact_match: decoded sentences equal to the reference."""
     patience: int | None = ranged(None, 1)
     """Stop after this many validations without improvement (None = never)."""
+    max_nonfinite: int = ranged(5, 1, 10000)
+    """Stop (exit 1) after this many consecutive updates with a non-finite loss or
+    gradient norm; each such update is skipped."""
     keep_best: int = ranged(1, 0)
     keep_last: int = ranged(1, 1)
     log_every: int = ranged(50, 1)
