@@ -29,7 +29,9 @@ def write(path: Path, text: str | bytes) -> Path:
 
 def test_read_tsv_ignores_extra_columns_and_strips(tmp_path):
     f = write(tmp_path / "a.tsv", "Go.\tVe.\tCC-BY 2.0 (France) Attribution\r\n Hi. \t Hola. \n\n")
-    assert list(corpora.read_tsv(f)) == [("Go.", "Ve."), ("Hi.", "Hola."), ("", "")]
+    extra: list[int] = []
+    assert list(corpora.read_tsv(f, extra)) == [("Go.", "Ve."), ("Hi.", "Hola."), ("", "")]
+    assert extra == [1]
 
 
 def test_read_tsv_gz(tmp_path):

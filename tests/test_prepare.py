@@ -71,3 +71,27 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "e.tsv").write_text("\n \t \n")
     with pytest.raises(DataError, match=r"e.tsv has no pairs \(2 lines, 2 of them empty\)"):
         prepare(str(tmp_path / "e.tsv"))
+
+
+def test_tsv_lines_with_extra_columns_are_flagged(tmp_path):
+    path = tmp_path / "c.tsv"
+    path.write_text("a b\tx y\nc\td\tCC-BY Tom\ne\tf\n", encoding="utf-8")
+    report = prepare(str(path))
+    assert report.pairs == 3 and report.extra_columns == [2]
+    assert "more than two tab-separated columns" in format_report(report)
+    assert "first: line 2" in format_report(report)
+
+
+def test_reading_a_tsv_with_extra_columns_warns_once(tmp_path):
+    import warnings
+
+    from transduce import corpora
+
+    path = tmp_path / "c.tsv"
+    path.write_text("a\tb\tc\nd\te\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(corpora.read_tsv(path)) == [("a", "b"), ("d", "e")]
+    assert [str(w.message) for w in caught] == [
+        f"{path}: 1 line(s) have more than two tab-separated columns (first: line 1); "
+        "only the first two are read"]

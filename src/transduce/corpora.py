@@ -56,6 +56,7 @@ import random
 import re
 import shutil
 import string
+import warnings
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
@@ -100,8 +101,15 @@ def read_lines(path: str | Path) -> Iterator[str]:
             raise DataError(f"{path}: cannot read after line {lineno}: {exc}") from None
 
 
-def read_tsv(path: str | Path) -> Iterator[Pair]:
-    """Yield (source, target) from the first two tab-separated columns."""
+def read_tsv(path: str | Path, extra_columns: list[int] | None = None) -> Iterator[Pair]:
+    """Yield (source, target) from the first two tab-separated columns.
+
+    Further columns (Tatoeba's attribution, Anki's tags) are ignored; the
+    numbers of the lines that have them go to ``extra_columns`` when given,
+    else a UserWarning names how many there were and the first one, since a
+    tab inside a sentence would cut it short silently.
+    """
+    extra = [] if extra_columns is None else extra_columns
     for lineno, line in enumerate(read_lines(path), 1):
         if not line.strip():
             yield "", ""
@@ -110,7 +118,13 @@ def read_tsv(path: str | Path) -> Iterator[Pair]:
         if len(parts) < 2:
             raise DataError(f"{path}:{lineno}: no tab between source and target "
                             f"(a TSV line must be 'source<TAB>target')")
+        if len(parts) > 2:
+            extra.append(lineno)
         yield parts[0].strip(), parts[1].strip()
+    if extra and extra_columns is None:
+        warnings.warn(f"{path}: {len(extra)} line(s) have more than two tab-separated columns "
+                      f"(first: line {extra[0]}); only the first two are read",
+                      UserWarning, stacklevel=2)
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> Iterator[Pair]:
@@ -133,10 +147,12 @@ def _mismatch(src_path, tgt_path, n_src: int, n_tgt: int) -> None:
                     f"parallel files must be line-aligned")
 
 
-def read_files(paths: list[str] | tuple[str, ...]) -> Iterator[Pair]:
-    """One path = a TSV file, two paths = [source, target] parallel files."""
+def read_files(paths: list[str] | tuple[str, ...],
+               extra_columns: list[int] | None = None) -> Iterator[Pair]:
+    """One path = a TSV file (``extra_columns``: see :func:`read_tsv`), two paths =
+    [source, target] parallel files."""
     if len(paths) == 1:
-        return read_tsv(paths[0])
+        return read_tsv(paths[0], extra_columns)
     if len(paths) == 2:
         return read_parallel(paths[0], paths[1])
     raise DataError(f"expected one TSV file or two parallel files, got {len(paths)}: {list(paths)}")

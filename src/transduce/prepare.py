@@ -11,7 +11,8 @@ min/mean/max per side in characters and whitespace tokens, the number of
 distinct whitespace tokens and characters per side, a few sample pairs, and
 the first few drops with their line numbers and reasons. Unreadable input
 raises DataError (missing file, bad UTF-8, line without a tab, mismatched
-line counts, no pairs at all).
+line counts, no pairs at all); TSV lines with more than two columns are
+counted and named, since their extra columns are ignored.
 """
 from __future__ import annotations
 
@@ -72,6 +73,8 @@ class Report:
     samples: list = field(default_factory=list)
     drops: list = field(default_factory=list)
     """(line, reason) of the first few drops."""
+    extra_columns: list = field(default_factory=list)
+    """Line numbers of TSV lines with more than two columns (the rest is ignored)."""
     splits: dict | None = None
     """Sizes of train/valid/test for a built-in corpus."""
 
@@ -120,7 +123,8 @@ def prepare(source: str, target: str | None = None, max_len: int = 100) -> Repor
     if target is None and corpora.builtin_name(str(source)):
         pairs = _builtin_pairs(str(source), report)
     else:
-        pairs = corpora.read_files([source] if target is None else [source, target])
+        pairs = corpora.read_files([source] if target is None else [source, target],
+                                   report.extra_columns)
     for lineno, (src, tgt) in enumerate(pairs, 1):
         _check(report, lineno, src, tgt)
     if report.pairs == 0:
@@ -159,6 +163,11 @@ def format_report(report: Report) -> str:
     lines += _side_lines("source", report.src, n) + _side_lines("target", report.tgt, n)
     lines.append("samples:")
     lines += [f"  {src}\t->\t{tgt}" for src, tgt in report.samples]
+    if report.extra_columns:
+        first = ", ".join(str(n) for n in report.extra_columns[:N_DROP_EXAMPLES])
+        lines.append(f"lines with more than two tab-separated columns (only the first two are "
+                     f"read; a tab inside a sentence cuts it): {len(report.extra_columns)}, "
+                     f"first: line {first}")
     if report.drops:
         lines.append("first drops:")
         lines += [f"  line {lineno}: {reason}" for lineno, reason in report.drops]
