@@ -26,10 +26,24 @@ Writes are atomic. A folder is written into a temporary sibling folder
 exists, each file is moved in with ``os.replace`` (model.safetensors first,
 meta.json last) and nothing else in the destination is touched (so the run
 folder, which also holds ``log.jsonl`` and ``checkpoints/``, can itself be a
-model folder). Any ``OSError`` while writing (a full disk included) raises a
+model folder). Any ``OSError`` while writing (a full disk included, and
+safetensors' own ``SafetensorError``, which carries the OS error) raises a
 ``CheckpointError`` and removes the temporary folder: the previous checkpoint
-is left as it was. A missing file, bad JSON/YAML or a truncated safetensors
-file raises a ``CheckpointError`` naming the file.
+is left as it was. A killed writer leaves its temporary folder behind
+(``.NAME.tmp-PID-XXXXXXXX``, ``.NAME.old-PID-XXXXXXXX``): ``remove_stale``
+removes those of dead processes (runfolder.py calls it when a run starts).
+
+Weights or optimizer tensors holding NaN or inf are never written
+(``NonFiniteError``, a ``CheckpointError``) and are refused on load.
+
+Loading checks every file before using it: ``meta.json`` and
+``trainer/state.json`` against a schema (a mapping, the type of every key),
+the vocabularies (a list of distinct strings, sizes equal to what
+``meta.json`` says), the weights' shapes against the model built from
+``config.yaml`` and the vocabulary sizes (embedding and output rows), and
+``rng.safetensors`` (every tensor present, right dtype). A missing file, bad
+JSON/YAML, a truncated safetensors file or content of the wrong shape raises
+a ``CheckpointError`` naming the file.
 """
 from __future__ import annotations
 
@@ -37,6 +51,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import time
 import uuid
@@ -47,13 +62,14 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors.torch import save_model as _st_save_model
 from torch import Tensor, nn
 
 from . import config as config_mod
 from .config import Config
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, ConfigError, UserError
 from .model import Seq2Seq
 from .version import __version__
 from .vocab import Codec
@@ -65,6 +81,12 @@ TRAINER = "trainer"
 OPTIMIZER = "optimizer.safetensors"
 RNG = "rng.safetensors"
 STATE = "state.json"
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+"""Names of the temporary files and folders the writers below make (``.NAME.tmp-PID-XXXXXXXX``)."""
+
+
+class NonFiniteError(CheckpointError):
+    """Weights or optimizer state holding NaN or inf: never written, refused on load."""
 
 
 @dataclass
@@ -95,14 +117,40 @@ class TrainingState:
 
 # --- low-level writers (monkeypatched by tests to simulate a full disk) ------
 
+@contextmanager
+def _safetensors_io() -> Iterator[None]:
+    """Turn safetensors' SafetensorError (not an OSError) into the OSError it reports ("os error N")."""
+    try:
+        yield
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        raise OSError(int(found.group(1)) if found else errno.EIO, str(exc)) from exc
+
+
 def _save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write named tensors to a safetensors file."""
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    with _safetensors_io():
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
 def _save_module(model: nn.Module, path: Path) -> None:
     """Write a module's state dict; shared (tied) tensors are stored once."""
-    _st_save_model(model, str(path), metadata={"format": "pt"})
+    with _safetensors_io():
+        _st_save_model(model, str(path), metadata={"format": "pt"})
+
+
+def non_finite(tensors: dict[str, Tensor]) -> list[str]:
+    """Names of the floating tensors of ``tensors`` holding a NaN or an inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(tensors: dict[str, Tensor], path: Path, doing: str) -> None:
+    """NonFiniteError naming ``path`` when a floating tensor holds NaN or inf (``doing``: "write"/"load")."""
+    bad = non_finite(tensors)
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise NonFiniteError(f"{path}: refusing to {doing} non-finite values (NaN or inf) in "
+                             f"{len(bad)} of {len(tensors)} tensors ({shown})")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -208,7 +256,8 @@ def _write_model_files(folder: Path, model: nn.Module, cfg: Config, src_codec: A
 
 def save_model(dir: str | Path, model: nn.Module, cfg: Config, src_codec: Any, tgt_codec: Any,
                meta: dict | None = None) -> Path:
-    """Write a model folder atomically (see module doc); returns its path."""
+    """Write a model folder atomically (see module doc); returns its path. NonFiniteError for NaN/inf weights."""
+    check_finite(model.state_dict(), Path(dir) / WEIGHTS, "write")
     with atomic_dir(dir) as tmp:
         _write_model_files(tmp, model, cfg, src_codec, tgt_codec, meta)
     return Path(dir)
@@ -216,7 +265,9 @@ def save_model(dir: str | Path, model: nn.Module, cfg: Config, src_codec: Any, t
 
 def save_checkpoint(dir: str | Path, model: nn.Module, cfg: Config, src_codec: Any, tgt_codec: Any,
                     meta: dict | None, training: TrainingState) -> Path:
-    """A model folder plus ``trainer/``, written as one atomic folder."""
+    """A model folder plus ``trainer/``, written as one atomic folder (nothing when a tensor is NaN/inf)."""
+    check_finite(model.state_dict(), Path(dir) / WEIGHTS, "write")
+    check_finite(_flatten_optimizer(training.optimizer)[0], Path(dir) / TRAINER / OPTIMIZER, "write")
     with atomic_dir(dir) as tmp:
         _write_model_files(tmp, model, cfg, src_codec, tgt_codec, meta)
         (tmp / TRAINER).mkdir()
@@ -251,21 +302,25 @@ def read_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
 
 
-def load_weights(model: nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
-    """Copy weights from ``path`` into ``model`` (strict; tied tensors restored)."""
+def load_weights(model: nn.Module, path: str | Path, device: str | torch.device = "cpu",
+                 state: dict[str, Tensor] | None = None) -> None:
+    """Copy weights from ``path`` (or its already read ``state``) into ``model`` (strict; tied
+    tensors restored); CheckpointError naming the file for other names or shapes, or NaN/inf."""
     path = Path(path)
-    state = read_tensors(path, device)
+    state = read_tensors(path, device) if state is None else state
     own = model.state_dict()
     missing = [k for k in own if k not in state and not _is_alias(own, k, state)]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the model "
                               f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise CheckpointError(f"{path}: weights do not match the model ({first})") from None
+    wrong = [k for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{path}: weights do not match the model ({k} has shape "
+                              f"{list(state[k].shape)}, the model needs {list(own[k].shape)})")
+    check_finite(state, path, "load")
+    model.load_state_dict(state, strict=False)
 
 
 def _is_alias(own: dict[str, Tensor], key: str, saved: dict[str, Tensor]) -> bool:
@@ -286,11 +341,55 @@ def load_config(dir: str | Path) -> Config:
 def _load_codec(dir: Path, prefix: str) -> Any:
     """The ``prefix`` (src/tgt) Codec of a model folder; CheckpointError when it cannot be read."""
     try:
-        return Codec.load(dir, prefix)
+        codec = Codec.load(dir, prefix)
     except CheckpointError:
         raise
-    except (UserError, OSError, ValueError, KeyError) as exc:
+    except (UserError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{dir}: cannot load the {prefix} vocabulary/tokenizer ({exc})") from None
+    tokens = codec.vocab.itos
+    if not all(isinstance(t, str) for t in tokens) or len(set(tokens)) != len(tokens):
+        raise CheckpointError(f"{dir / f'{prefix}.vocab.json'}: the tokens must be distinct strings")
+    return codec
+
+
+META_SCHEMA = {"transduce_version?": str, "parameters?": int, "src_vocab_size?": (int, type(None)),
+               "tgt_vocab_size?": (int, type(None)), "time?": str, "step?": int, "epoch?": int,
+               "metrics?": dict, "best?": dict, "averaged_from?": list}
+"""meta.json: a mapping; every key optional ("?"), each of its type when present."""
+
+
+def read_meta(dir: Path) -> dict:
+    """meta.json of a model folder, checked against META_SCHEMA."""
+    path = dir / META
+    meta = read_json(path)
+    check_schema(meta, META_SCHEMA, path)
+    return meta
+
+
+def _vocab_sizes(dir: Path, meta: dict, src_codec: Any, tgt_codec: Any) -> tuple[int, int]:
+    """(source, target) vocabulary sizes; CheckpointError when meta.json says other sizes."""
+    sizes = []
+    for prefix, codec in (("src", src_codec), ("tgt", tgt_codec)):
+        n, said = len(codec.vocab), meta.get(f"{prefix}_vocab_size")
+        if said is not None and said != n:
+            raise CheckpointError(f"{dir / f'{prefix}.vocab.json'}: {n} tokens, but {dir / META} says "
+                                  f"{prefix}_vocab_size {said}")
+        sizes.append(n)
+    return sizes[0], sizes[1]
+
+
+VOCAB_ROWS = {"encoder.embedding.weight": "src", "decoder.embedding.weight": "tgt",
+              "decoder.out.weight": "tgt", "decoder.out.bias": "tgt"}
+"""Weights whose first dimension is a vocabulary size, and which one."""
+
+
+def _check_vocab_rows(dir: Path, state: dict[str, Tensor], sizes: tuple[int, int]) -> None:
+    """CheckpointError naming the vocabulary file whose size differs from its weights' rows."""
+    for key, prefix in VOCAB_ROWS.items():
+        n = sizes[0] if prefix == "src" else sizes[1]
+        if key in state and state[key].dim() >= 1 and state[key].shape[0] != n:
+            raise CheckpointError(f"{dir / f'{prefix}.vocab.json'}: {n} tokens, but {dir / WEIGHTS} "
+                                  f"{key} has {state[key].shape[0]} rows")
 
 
 def load_model(dir: str | Path, device: str | torch.device = "cpu") -> Loaded:
@@ -299,14 +398,55 @@ def load_model(dir: str | Path, device: str | torch.device = "cpu") -> Loaded:
     if not dir.is_dir():
         raise CheckpointError(f"model folder not found: {dir}")
     cfg = load_config(dir)
-    meta = read_json(dir / META)
+    meta = read_meta(dir)
     src_codec, tgt_codec = _load_codec(dir, "src"), _load_codec(dir, "tgt")
-    src_v = meta.get("src_vocab_size") or len(src_codec.vocab)
-    tgt_v = meta.get("tgt_vocab_size") or len(tgt_codec.vocab)
-    model = Seq2Seq.from_config(cfg.model, src_v, tgt_v)
-    load_weights(model, dir / WEIGHTS)
+    sizes = _vocab_sizes(dir, meta, src_codec, tgt_codec)
+    state = read_tensors(dir / WEIGHTS)
+    _check_vocab_rows(dir, state, sizes)
+    try:
+        model = Seq2Seq.from_config(cfg.model, *sizes)
+    except ConfigError as exc:
+        raise CheckpointError(f"{dir / CONFIG}: {exc}") from None
+    load_weights(model, dir / WEIGHTS, state=state)
     model.to(device).eval()
     return Loaded(model, cfg, src_codec, tgt_codec, meta)
+
+
+# --- schemas ----------------------------------------------------------------------
+
+def _type_names(kind: type | tuple) -> str:
+    """'int', 'int or float or null' ... for a message."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+
+
+def check_schema(value: Any, schema: Any, path: Path, where: str = "") -> None:
+    """CheckpointError naming ``path`` and the key when ``value`` does not fit ``schema``.
+
+    A schema is a type (or tuple of types; bool is no int), ``[schema]`` for a
+    list of such items, or a dict of key -> schema (a key ending in "?" may be
+    absent; other keys are not checked).
+    """
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: {where or 'the content'} must be a mapping, "
+                                  f"not {type(value).__name__}")
+        for key, sub in schema.items():
+            name = key.rstrip("?")
+            if name in value:
+                check_schema(value[name], sub, path, f"{where}.{name}" if where else name)
+            elif not key.endswith("?"):
+                raise CheckpointError(f"{path}: key '{where + '.' if where else ''}{name}' is missing")
+        return
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            raise CheckpointError(f"{path}: '{where}' must be a list, not {type(value).__name__}")
+        for i, item in enumerate(value):
+            check_schema(item, schema[0], path, f"{where}[{i}]")
+        return
+    kinds = schema if isinstance(schema, tuple) else (schema,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise CheckpointError(f"{path}: '{where}' must be {_type_names(schema)}, not {type(value).__name__}")
 
 
 # --- training state --------------------------------------------------------------
@@ -346,17 +486,68 @@ def _write_training_files(folder: Path, training: TrainingState) -> None:
     _write_text(folder / STATE, json.dumps({"optimizer": rest, "trainer": training.state}, indent=1))
 
 
+STATE_SCHEMA = {"optimizer": {"state": dict, "param_groups": [dict]}, "trainer": dict}
+"""trainer/state.json; the trainer checks its own part (train.TRAINER_SCHEMA)."""
+
+
+def check_tensors(tensors: dict[str, Tensor], required: dict[str, torch.dtype], path: Path) -> None:
+    """CheckpointError naming ``path`` when a ``required`` tensor is missing or not 1-D of its dtype."""
+    for name, dtype in required.items():
+        if name not in tensors:
+            raise CheckpointError(f"{path}: tensor '{name}' is missing")
+        if tensors[name].dtype != dtype or tensors[name].dim() != 1:
+            raise CheckpointError(f"{path}: tensor '{name}' is not a 1-D {dtype} tensor")
+
+
 def load_training_state(dir: str | Path, device: str | torch.device = "cpu") -> TrainingState:
-    """Read ``dir/trainer/``; CheckpointError naming any missing or corrupt file."""
+    """Read ``dir/trainer/`` (STATE_SCHEMA and finite optimizer tensors checked; the trainer checks its part);
+    CheckpointError naming any missing or corrupt file."""
     folder = Path(dir) / TRAINER
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no training state (not a training checkpoint)")
     data = read_json(folder / STATE)
+    check_schema(data, STATE_SCHEMA, folder / STATE)
+    rng = read_tensors(folder / RNG)
+    tensors = read_tensors(folder / OPTIMIZER, device)
+    check_finite(tensors, folder / OPTIMIZER, "load")
     try:
-        optimizer = _unflatten_optimizer(read_tensors(folder / OPTIMIZER, device), data["optimizer"])
-        return TrainingState(optimizer, data["trainer"], read_tensors(folder / RNG))
+        optimizer = _unflatten_optimizer(tensors, data["optimizer"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / STATE}: unexpected content ({exc!r})") from None
+        raise CheckpointError(f"{folder / STATE}: unexpected optimizer content ({exc!r})") from None
+    return TrainingState(optimizer, data["trainer"], rng)
+
+
+# --- temporary leftovers of killed writers --------------------------------------------
+
+def _alive(pid: int) -> bool:
+    """True when process ``pid`` exists (this one included)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders (``TEMP_NAME``) of dead writers in ``folder``
+    (only those made for ``name`` when given); returns what was removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        found = TEMP_NAME.match(entry.name)
+        if not found or (name is not None and found["name"] != name) or _alive(int(found["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 # --- random number generators --------------------------------------------------------
@@ -405,6 +596,7 @@ def average_checkpoints(dirs: list[str | Path], out_dir: str | Path) -> Path:
     dirs = [Path(d) for d in dirs]
     states = [read_tensors(d / WEIGHTS) for d in dirs]
     avg = _average(states, dirs)
+    check_finite(avg, Path(out_dir) / WEIGHTS, "write")
     meta = read_json(dirs[-1] / META)
     meta["averaged_from"] = [str(d) for d in dirs]
     with atomic_dir(out_dir) as tmp:

@@ -20,6 +20,10 @@ newer one raises a CheckpointError); after each save all but the newest
 ``keep_last`` ``step-N`` folders are removed (never the one just written);
 ``best_list`` holds ``[value, step]`` of the kept ``best-N`` folders, best
 first (ties: the later step first), and is saved in ``trainer/state.json``.
+When a run starts (fresh or resumed) the temporary leftovers of killed
+writers (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*`` of dead processes, see
+checkpoint.py) are removed from the run folder, ``checkpoints/``, its
+folders, and beside the run folder.
 """
 from __future__ import annotations
 
@@ -96,18 +100,37 @@ class RunFolder:
             raise UserError(f"{self.out} already holds a training run; resume it "
                             f"(transduce train --resume {self.out}) or choose another --out")
 
-    def find_resume(self, warn: Callable[[str], None]) -> ResumePoint:
-        """The newest ``checkpoints/step-N`` that loads; ``warn`` is told of each one skipped."""
+    def find_resume(self, warn: Callable[[str], None],
+                    check: Callable[[checkpoint.TrainingState, Path], None] | None = None) -> ResumePoint:
+        """The newest ``checkpoints/step-N`` that loads and passes ``check`` (a CheckpointError
+        when the training state is not usable); ``warn`` is told of each one skipped."""
         found = sorted(self.checkpoints.glob(f"{STEP_PREFIX}*"), key=step_of, reverse=True)
         if not found:
             raise UserError(f"cannot resume: no checkpoint in {self.checkpoints}")
         for folder in found:
             try:
                 loaded = checkpoint.load_model(folder, "cpu")
-                return ResumePoint(folder, loaded, checkpoint.load_training_state(folder, "cpu"))
+                training = checkpoint.load_training_state(folder, "cpu")
+                if check is not None:
+                    check(training, folder / checkpoint.TRAINER)
+                return ResumePoint(folder, loaded, training)
             except CheckpointError as exc:
                 warn(f"skipping checkpoint {folder}: {exc}")
         raise CheckpointError(f"cannot resume: no loadable checkpoint in {self.checkpoints}")
+
+    def remove_stale(self) -> list[Path]:
+        """Remove the temporary leftovers of killed writers (see the module docstring); returns them."""
+        removed = checkpoint.remove_stale(self.out.parent, self.out.name) + checkpoint.remove_stale(self.out)
+        removed += checkpoint.remove_stale(self.checkpoints)
+        if self.checkpoints.is_dir():
+            for folder in sorted(p for p in self.checkpoints.iterdir() if p.is_dir() and step_of(p) >= 0):
+                removed += checkpoint.remove_stale(folder)
+        return removed
+
+    def newest_step(self) -> Path | None:
+        """The newest ``checkpoints/step-N`` folder, or None."""
+        found = sorted(self.checkpoints.glob(f"{STEP_PREFIX}*"), key=step_of)
+        return found[-1] if found else None
 
     def write_config(self, cfg: Config) -> None:
         """Create the folder and its config.yaml (left alone when it exists)."""

@@ -35,6 +35,14 @@ states are saved; validation runs under ``torch.random.fork_rng`` and does
 not move any generator. On CPU a run stopped at step k and resumed ends with
 weights bitwise equal to an uninterrupted run.
 
+Non-finite updates. An update whose loss or gradient norm is NaN or inf is
+skipped (no optimizer step; with fp16 the GradScaler keeps its own skipping
+of overflowing gradients, and a non-finite loss is counted as well) and said
+on stderr; ``train.max_nonfinite`` such updates in a row raise
+``TrainingDiverged`` (the CLI: one line, exit 1). Weights holding NaN or inf
+are never saved nor chosen as best (``TrainingDiverged`` instead), so the
+newest checkpoint stays a finite resume point.
+
 Validation goes through a ``Translator`` over the live model, the same code
 as ``transduce translate`` and ``evaluate``: teacher-forced loss, perplexity
 and token accuracy on the whole valid split (``Translator.likelihood``); then
@@ -54,6 +62,7 @@ plateau decisions.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -88,6 +97,34 @@ from .translator import Translator
 from .vocab import Codec, build_codecs
 
 DECODE_METRICS = ["bleu", "chrf", "wer", "per", "exact_match"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training cannot go on: too many non-finite updates in a row, or non-finite weights.
+
+    The message is one line naming the last finite checkpoint (the resume point);
+    the CLI prints it and exits 1.
+    """
+
+
+NUMBER = (int, float)
+OPTIONAL_NUMBER = (int, float, type(None))
+TRAINER_SCHEMA = {
+    "step": int, "epoch": int, "pos": int, "tokens_seen": int, "elapsed": NUMBER,
+    "schedule": {"scale": NUMBER, "best": OPTIONAL_NUMBER, "bad": int},
+    "early": {"best": OPTIONAL_NUMBER, "best_step": (int, type(None)), "bad": int},
+    "best_list": [[NUMBER]], "scaler": dict, "last_valid": dict, "tf_logged": OPTIONAL_NUMBER,
+    "rng": {"python": list, "numpy": list}, "world_size?": int, "nonfinite?": int,
+}
+"""The trainer's part of trainer/state.json (``Trainer.training_state``); "?": absent in older runs."""
+RNG_TENSORS = {"torch": torch.uint8, "numpy": torch.int64, "tf_generator": torch.uint8}
+"""The tensors trainer/rng.safetensors must hold (``cuda.<i>`` ones are optional)."""
+
+
+def check_training_state(training: checkpoint.TrainingState, folder: Path) -> None:
+    """CheckpointError naming the file when ``folder`` (a trainer/) cannot resume this trainer."""
+    checkpoint.check_schema(training.state, TRAINER_SCHEMA, folder / checkpoint.STATE, "trainer")
+    checkpoint.check_tensors(training.tensors, RNG_TENSORS, folder / checkpoint.RNG)
 
 
 def _say(msg: str) -> None:
@@ -251,6 +288,7 @@ class Trainer:
         self.validated_at: int | None = None  # step of the last validation of this session
         self.updating = False  # from the optimizer step until the counters move (see _stop_on_interrupt)
         self.stop_requested = self.interrupted = self.stopped_early = False
+        self.nonfinite = 0  # consecutive updates skipped for a non-finite loss or gradient norm
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         if start:
             self._restore(start)
@@ -258,8 +296,12 @@ class Trainer:
     # -- set-up -------------------------------------------------------------
     def _find_start(self, resume: bool) -> ResumePoint | None:
         """The checkpoint to resume from (``resume``), else None after checking the folder is free."""
+        if self.workers.main:
+            for path in self.folder.remove_stale():
+                self._info(f"removed {path} (left by a writer that was killed)")
+        self.workers.barrier()
         if resume:
-            return self.folder.find_resume(self._info)
+            return self.folder.find_resume(self._info, check_training_state)
         self.folder.check_fresh()
         return None
 
@@ -301,7 +343,8 @@ class Trainer:
                  "elapsed": self.elapsed, "schedule": self.lr_schedule.state_dict(),
                  "early": self.early.state_dict(), "best_list": self.folder.best_list,
                  "scaler": self.scaler.state_dict(), "last_valid": self.last_valid,
-                 "tf_logged": self.runlog.tf_logged, "rng": plain, "world_size": self.workers.world}
+                 "tf_logged": self.runlog.tf_logged, "rng": plain, "world_size": self.workers.world,
+                 "nonfinite": self.nonfinite}
         return checkpoint.TrainingState(self.optimizer.state_dict(), state, tensors)
 
     def _restore(self, start: ResumePoint) -> None:
@@ -316,6 +359,7 @@ class Trainer:
         self.step, self.epoch, self.pos = s["step"], s["epoch"], s["pos"]
         self.tokens_seen, self.elapsed, self.folder.best_list = s["tokens_seen"], s["elapsed"], s["best_list"]
         self.last_valid, self.runlog.tf_logged = s["last_valid"], s["tf_logged"]
+        self.nonfinite = s.get("nonfinite", 0)
         self.generator.set_state(training.tensors["tf_generator"].cpu())
         checkpoint.restore_rng(s["rng"], training.tensors)
         self.runlog.truncate(self.step)
@@ -373,6 +417,7 @@ class Trainer:
         n_global = sum(self._tokens(b) for b in group)
         world = self.workers.world
         mine = group[self.workers.rank::world]
+        loss = 0.0
         for i, indices in enumerate(mine):
             batch = collate(self.data.train, indices).to(self.device)
             last = i == len(mine) - 1
@@ -381,28 +426,66 @@ class Trainer:
                     logits = self.forward(batch, ratio)
                 out = masked_cross_entropy(logits, batch.tgt_out, self.train_cfg.label_smoothing)
                 self.scaler.scale(out.loss_sum * (world / n_global)).backward()
-            stats.loss += float(out.loss_sum.detach())
+            loss += float(out.loss_sum.detach())
             stats.nll += float(out.nll_sum)
             stats.tokens += out.n_tokens
             stats.correct += out.n_correct
-        stats.grad_norm = self._update()
+        stats.loss += loss
+        stats.grad_norm = self._update(math.isfinite(loss))
         stats.steps += 1
         self.tokens_seen += n_global
 
-    def _update(self) -> float:
-        """Clip, set the lr of this step, step the optimizer; -> the gradient norm (nan unclipped)."""
+    def _update(self, loss_finite: bool) -> float:
+        """Clip, set the lr of this step, step the optimizer; -> the gradient norm.
+
+        A non-finite loss or gradient norm skips the step and is counted
+        (with fp16 the GradScaler skips overflowing gradients on its own).
+        """
         self.scaler.unscale_(self.optimizer)
-        norm = float("nan")
-        if self.train_cfg.clip_norm:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.clip_norm))
+        norm = self._grad_norm()
         lr = self.lr_schedule.lr_at(self.step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
+        if not self.scaler.is_enabled() and not (loss_finite and math.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._count_nonfinite("loss" if not loss_finite else "gradient norm")
+            return norm
         self.updating = True  # until the counters move (see _stop_on_interrupt)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if loss_finite:
+            self.nonfinite = 0
+        else:
+            self._count_nonfinite("loss")
         return norm
+
+    def _grad_norm(self) -> float:
+        """The global gradient norm, after clipping to train.clip_norm when set."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.train_cfg.clip_norm:
+            return float(torch.nn.utils.clip_grad_norm_(params, self.train_cfg.clip_norm))
+        return float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+
+    def _count_nonfinite(self, what: str) -> None:
+        """Count an update skipped for a non-finite ``what`` and say so."""
+        self.nonfinite += 1
+        self._info(f"step {self.step + 1}: non-finite {what}, update skipped "
+                   f"({self.nonfinite} in a row; stopping at train.max_nonfinite={self.train_cfg.max_nonfinite})")
+
+    def _diverged(self, why: str) -> TrainingDiverged:
+        """The TrainingDiverged of ``why``, naming the resume point."""
+        newest = self.folder.newest_step()
+        where = (f"the last finite checkpoint is {newest} (resume: transduce train --resume {self.out})"
+                 if newest else "no checkpoint was written")
+        return TrainingDiverged(f"training diverged at step {self.step}: {why}; {where}; "
+                                "lower train.lr or model.init_range, or set train.clip_norm")
+
+    def _check_finite_weights(self) -> None:
+        """TrainingDiverged when a weight holds NaN or inf (they are never saved)."""
+        bad = checkpoint.non_finite(self.model.state_dict())
+        if bad:
+            raise self._diverged(f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); nothing saved")
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> dict:
@@ -460,7 +543,9 @@ class Trainer:
                          "step": self.early.best_step}}
 
     def save(self, improved: bool) -> None:
-        """Write checkpoints/step-N (and the best model folders when ``improved``); rank 0 only."""
+        """Write checkpoints/step-N (and the best model folders when ``improved``); rank 0 only.
+        TrainingDiverged (nothing written) when a weight is NaN or inf."""
+        self._check_finite_weights()
         self.workers.barrier()
         if self.workers.main:
             if improved:
@@ -522,6 +607,9 @@ class Trainer:
             self.train_step(group, ratio, stats)
             self.pos, self.step = self.pos + len(group), self.step + 1
             self.updating = False
+            if self.nonfinite >= opts.max_nonfinite:
+                raise self._diverged(f"{self.nonfinite} updates in a row had a non-finite loss or "
+                                     "gradient norm and were skipped")
             self.elapsed = base + time.perf_counter() - t0
             bar.update(1)
             if self.step % opts.log_every == 0 or self.step == opts.max_steps:
