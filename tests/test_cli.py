@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import TOY_OVERRIDES
+from transduce import config
 from transduce.cli import main
 
 
@@ -206,3 +208,55 @@ def test_demo_quick_runs_end_to_end(capsys, tmp_path):
     assert 0.0 <= scores["word_error_rate"] <= 100.0 and scores["phoneme_error_rate"] >= 0.0
     assert "hello" in stdout and "word error rate" in stdout
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _small_run(tmp_path, name, steps=4, extra=()):
+    out = tmp_path / name
+    argv = ["train", "toy", *TOY_OVERRIDES, f"train.max_steps={steps}", f"train.valid_every={steps}",
+            "data.toy_size=100", "--out", str(out), *extra]
+    assert main(argv) == 0
+    return out
+
+
+def _last_step(run):
+    return max(json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines())
+
+
+def test_resume_applies_train_overrides_given_without_config(capsys, tmp_path):
+    folder = _small_run(tmp_path, "r")
+    assert main(["train", "--resume", str(folder), "train.max_steps=6", "train.valid_every=6"]) == 0
+    assert _last_step(folder) == 6
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["model.hidden=8"], "cannot change model.hidden when resuming"),
+    (["data.toy_size=50"], "cannot change data.toy_size when resuming"),
+    (["numbers"], "numbers does not match the run being resumed"),
+    (["--out", "elsewhere"], "a run resumes in its own folder"),
+])
+def test_resume_refuses_what_would_change_the_model_or_data(capsys, tmp_path, argv_tail, message):
+    folder = _small_run(tmp_path, "r")
+    before = (folder / "log.jsonl").read_text()
+    code, _, err = run(capsys, ["train", "--resume", str(folder), *argv_tail])
+    assert code == 2 and message in err
+    assert (folder / "log.jsonl").read_text() == before  # nothing trained
+
+
+def test_own_data_without_yaml_is_sized_for_it(capsys, tmp_path):
+    tsv = tmp_path / "names.tsv"
+    words = ["anna", "bob", "carla", "dmitri", "eve", "fatima", "gustav", "hana", "ivan", "jo"] * 6
+    tsv.write_text("".join(f"{w}\t{w.upper()}\n" for w in words), encoding="utf-8")
+    code, _, err = run(capsys, ["train", "--train", str(tsv), "train.max_steps=3", "train.valid_every=3",
+                                "train.progress=false", "train.tensorboard=false",
+                                "--out", str(tmp_path / "own")])
+    assert code == 0
+    assert "60 training pairs" in err and "tokenizer.src=char tokenizer.tgt=char" in err
+    cfg = config.load(tmp_path / "own" / "config.yaml")
+    assert cfg.data.train == [str(tsv)] and cfg.data.corpus is None
+    assert cfg.train.max_steps == 3  # the user's override wins over the sized 500
+    assert cfg.train.early_stop_metric == "exact_match" and cfg.model.cell == "gru"
+
+
+def test_own_data_and_a_config_together_are_refused(capsys, tmp_path):
+    code, _, err = run(capsys, ["train", "toy", "--train", "x.tsv"])
+    assert code == 2 and "either a CONFIG or --train" in err

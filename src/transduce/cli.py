@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from . import config
 from .checkpoint import average_checkpoints
-from .config import PRECISIONS, DecodeOptions, recipe_path
+from . import sizing
+from .config import PRECISIONS, RECIPES, DecodeOptions, recipe_path
 from .corpora import load_splits, read_lines
 from .demo import run_demo
 from .errors import ConfigError, UserError
@@ -34,22 +35,85 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+RESUMABLE_SECTIONS = ("train", "search")
+"""Sections whose keys may change when a run is resumed (the rest define the model and its data)."""
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        run = Path(args.resume)
-        cfg_file = run / "config.yaml"
-        if not cfg_file.is_file():
-            raise UserError(f"cannot resume: {cfg_file} not found")
-        cfg = config.load(cfg_file, args.overrides)
-        out = run
+        cfg, out = _resume_config(args)
+    elif args.train:
+        cfg, out = _own_data_config(args)
     else:
         if args.config is None:
-            raise UserError("train needs a CONFIG (a YAML file or a built-in recipe name) or --resume RUN")
+            raise UserError("train needs a CONFIG (a YAML file or a built-in recipe name), "
+                            "--train FILE (your own data) or --resume RUN")
         cfg = config.load(recipe_path(args.config), args.overrides)
         out = Path(args.out or f"runs/{Path(args.config).stem}")
     summary = train(cfg, out, resume=bool(args.resume))
     print(json.dumps(summary, indent=2, default=str))
     return 130 if summary.get("interrupted") else 0
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[config.Config, Path]:
+    """The run's own config with train.* / search.* overrides; a CONFIG given too must match it."""
+    run = Path(args.resume)
+    overrides, recipe = list(args.overrides), args.config
+    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
+        overrides, recipe = [recipe, *overrides], None  # `--resume RUN key=value`: no CONFIG
+    for text in overrides:
+        (section, key), _ = config.parse_override(text)
+        if section not in RESUMABLE_SECTIONS:
+            raise UserError(f"cannot change {section}.{key} when resuming {run}: only train.* and "
+                            f"search.* keys may change (the rest defines the model and its data)")
+    cfg_file = run / "config.yaml"
+    if not cfg_file.is_file():
+        raise UserError(f"cannot resume: {cfg_file} not found")
+    cfg = config.load(cfg_file, overrides)
+    if args.out is not None and Path(args.out).resolve() != run.resolve():
+        raise UserError(f"--out {args.out} with --resume {run}: a run resumes in its own folder")
+    if recipe is not None:
+        given = config.load(recipe_path(recipe), overrides)
+        if given != cfg:
+            key = _first_difference(given.to_dict(), cfg.to_dict())
+            raise UserError(f"{recipe} does not match the run being resumed ({cfg_file}): {key} "
+                            f"differs; resume without CONFIG, changing train.*/search.* with key=value")
+    return cfg, run
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    """The first dotted key whose values differ between two nested dicts."""
+    for key in a:
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
+            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+            if found:
+                return found
+        elif a[key] != b.get(key):
+            return f"{prefix}{key} ({a[key]!r} vs {b.get(key)!r})"
+    return ""
+
+
+def _own_data_config(args: argparse.Namespace) -> tuple[config.Config, Path]:
+    """A recipe (small | base) with data.* from --train/--valid/--test and sizes for that data."""
+    if args.config is not None and "=" not in args.config:
+        raise UserError("train takes either a CONFIG or --train FILE, not both "
+                        "(put the files in the config's data.train instead)")
+    overrides = [args.config] if args.config is not None else []
+    for name in ("train", "valid", "test"):  # `--train f.tsv key=value`: nargs took the override
+        given = getattr(args, name) or []
+        keep = [a for a in given if "=" not in a or Path(a).exists()]
+        overrides += [a for a in given if a not in keep]
+        setattr(args, name, keep or None)
+    if not args.train:
+        raise UserError("--train needs a TSV file or two line-aligned files")
+    data = sizing.profile_files(args.train)
+    sized = sizing.sized_overrides(data, args.recipe)
+    files = [f"data.train={json.dumps(args.train)}"]
+    files += [f"data.{name}={json.dumps(getattr(args, name))}" for name in ("valid", "test")
+              if getattr(args, name)]
+    print(f"transduce: {args.train[0]}: " + sizing.describe(data, sized), file=sys.stderr)
+    cfg = config.load(RECIPES / f"{args.recipe}.yaml", files + sized + overrides + list(args.overrides))
+    return cfg, Path(args.out or f"runs/{Path(args.train[0]).name.split('.')[0]}")
 
 
 def decode_options(args: argparse.Namespace, translator: Translator, **fixed) -> DecodeOptions:
@@ -288,13 +352,32 @@ def _port(text: str) -> int:
     return value
 
 
+class _SubParser(argparse.ArgumentParser):
+    """Every sub-command's parser states defaults in its help (see _Help)."""
+
+    def __init__(self, *args, **kwargs):  # argparse passes its own keywords through
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that states each option's default (unless it is None/off or already said)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: {action.default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="transduce",
+        prog="transduce", formatter_class=_Help,
         description="Recurrent encoder-decoder models: train, translate, evaluate, serve.",
     )
     parser.add_argument("--version", action="version", version=f"transduce {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
 
     p = sub.add_parser("prepare", help="check a corpus and print statistics",
                        description="Read a corpus (a TSV file, two line-aligned files, .gz ok, or a "
@@ -305,13 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token limit used to count over-long pairs (default: 100)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train a model from a YAML recipe",
+    p = sub.add_parser("train", help="train a model from a YAML recipe or your own files",
                        description="Train a model. CONFIG is a YAML file or a built-in recipe name "
-                                   "(g2p, toy, multi30k, numbers). Overrides look like train.lr=3e-4.")
+                                   "(g2p, demo, toy, multi30k, numbers, small, base); or give your "
+                                   "own data with --train. Overrides look like train.lr=3e-4.")
     p.add_argument("config", nargs="?", help="YAML recipe or built-in recipe name")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden=256 train.lr=3e-4")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN where it stopped")
+    p.add_argument("--out", help="run folder (default: runs/<config or training file name>)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue the run in RUN where it stopped (train.*/search.* overrides allowed)")
+    p.add_argument("--train", nargs="+", metavar="FILE",
+                   help="your own training data: one TSV file (source<TAB>target) or two line-aligned "
+                        "files, .gz ok; tokenizers and steps are sized for it")
+    p.add_argument("--valid", nargs="+", metavar="FILE",
+                   help="with --train: validation data (default: 5%% of --train, at most 1,000 pairs)")
+    p.add_argument("--test", nargs="+", metavar="FILE", help="with --train: test data")
+    p.add_argument("--recipe", choices=("small", "base"), default="small",
+                   help="with --train: small (1-layer biGRU 256) or base (2-layer biLSTM 512)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("translate", help="translate lines (stdin -> stdout by default)")
