@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from transduce import config  # noqa: E402
 from transduce.serve.app import create_app, model_names  # noqa: E402
-from transduce.translator import Translator  # noqa: E402
+from transduce.translator import Translator, _Source  # noqa: E402
 
 
 @dataclass
@@ -26,19 +26,26 @@ class FakeResult:
 class ReverseTranslator:
     """Reverses the characters of each text; records the options it was called with."""
 
+    options = Translator.options  # the real merging and checking of decoding options
+    _generator = Translator._generator
+
     def __init__(self):
         self.config = config.load(None, ["search.beam=4"])
         self.model = SimpleNamespace(num_parameters=lambda: 1234)
         self.calls = []
+        self.device = "cpu"
 
-    options = Translator.options  # the real merging and checking of decoding options
+    def _tokenize(self, texts):
+        """One piece per character (what the server's worker batches)."""
+        return [_Source(list(text), [4] * len(text)) for text in texts]
 
-    def translate(self, texts, options):
+    def _decode_batch(self, batch, options, generator):
         nbest, return_attention = options.nbest, options.return_attention
         self.calls.append({"beam": options.beam, "nbest": nbest, "attention": return_attention,
                            "method": options.method})
         out = []
-        for text in texts:
+        for source in batch:
+            text = "".join(source.pieces)
             rev = text[::-1]
             att = [[1.0 if j == len(text) - 1 - i else 0.0 for j in range(len(text))] for i in range(len(text))]
             out.append(FakeResult(rev, -0.5, list(rev), list(text), att if return_attention else None,
@@ -88,11 +95,13 @@ def test_translate_uses_model_beam_by_default_and_returns_attention(client_and_m
 @pytest.mark.parametrize("payload, status, detail", [
     ({"texts": []}, 422, "'texts' is empty"),
     ({"texts": ["a"], "model": "nope"}, 404, "unknown model 'nope'"),
-    ({"texts": ["a" * 5000]}, 422, "texts[0] is longer than"),
+    ({"texts": ["a" * 5000]}, 413, "texts[0] is longer than 2000 characters"),
+    ({"texts": ["a"] * 300}, 413, "at most 256 texts per request"),
     ({"texts": ["a"], "beam": 2, "nbest": 3}, 422, "decoding option 'nbest': must be at most beam (2)"),
     ({"texts": ["a"], "nbest": 5}, 422, "decoding option 'nbest': must be at most beam (4)"),
     ({"texts": ["a"], "beam": 64}, 422, "beam and nbest are at most 32 here"),
     ({"texts": ["a"], "top_p": 0}, 422, "decoding option 'top_p': must be in (0, 1]"),
+    ({"texts": ["a"], "method": "greedy", "tree": True}, 422, "'tree' needs method 'beam'"),
 ])
 def test_bad_requests_get_clear_errors(client_and_model, payload, status, detail):
     client, _ = client_and_model

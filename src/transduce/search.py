@@ -193,6 +193,51 @@ def sample(model, src: Tensor, src_lengths: Tensor,
 # --- beam search --------------------------------------------------------------
 
 @dataclass
+class TreeNode:
+    """One candidate of one beam step: it extends the hypothesis in slot ``parent``
+    of the previous step (slot 0 of step -1 is the empty hypothesis, BOS) with
+    ``token``; ``score`` is the raw log-prob sum so far. ``status``: "kept" (live
+    in slot ``slot`` of this step), "finished" (EOS among the top K) or "pruned"."""
+
+    parent: int
+    token: int
+    score: float
+    status: str
+    slot: int = -1
+
+
+class BeamTree:
+    """Recorder of a beam search, for display: pass ``tree=BeamTree()`` to
+    :func:`beam_search` (off by default; None costs one test per step).
+
+    ``steps[i][t]`` lists the top-2K candidates of sentence i at step t
+    (:class:`TreeNode`, best first): the K kept, the finished and the best
+    pruned. A sentence's list ends when the sentence is done.
+    """
+
+    def __init__(self) -> None:
+        self.steps: dict[int, list[list[TreeNode]]] = {}
+
+    def record(self, ids: Tensor, vals: Tensor, parents: Tensor, toks: Tensor,
+               finished: Tensor, pick: Tensor) -> None:
+        """One step: ids [A] sentence indices; vals, parents (slot in the previous
+        step), toks, finished [A, 2K] the candidates; pick [A, K] columns kept, by slot."""
+        for a, (i, v, p, tk, f, pk) in enumerate(zip(ids.tolist(), vals.tolist(), parents.tolist(),
+                                                     toks.tolist(), finished.tolist(), pick.tolist())):
+            slots = {col: slot for slot, col in enumerate(pk)}
+            nodes = []
+            for col, score in enumerate(v):
+                if score == -math.inf:
+                    continue
+                status = "finished" if f[col] else "pruned"
+                if tk[col] != EOS and col in slots:
+                    status = "kept"
+                nodes.append(TreeNode(p[col], tk[col], score, status,
+                                      slots[col] if status == "kept" else -1))
+            self.steps.setdefault(i, []).append(nodes)
+
+
+@dataclass
 class _Beams:
     """Live hypotheses of the A still-active sentences (K rows each, row = a * K + k)."""
 
@@ -280,8 +325,10 @@ def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: DecodeOpt
     return at_limit
 
 
-def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOptions):
-    """One beam step from StepOutput ``out``; returns (beams, source rows [A*K])."""
+def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOptions,
+             tree: BeamTree | None = None):
+    """One beam step from StepOutput ``out``; returns (beams, source rows [A*K]).
+    ``tree`` records the step's candidates when given."""
     k = opts.beam
     a = beams.scores.size(0)
     logp = log_probs(out.logits, t, opts.min_len)  # [A*K, V]
@@ -301,6 +348,8 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
     attn_hist = beams.attn[frows] if beams.attn is not None else None
     fin.add(beams.ids[frows // k], vals[fin_mask], norm, beams.tokens[frows], attn_hist)
     live_vals, pick = vals.masked_fill(is_eos, -math.inf).topk(k, dim=-1)  # [A, K]
+    if tree is not None:
+        tree.record(beams.ids, vals, idx // vocab, toks, fin_mask, pick)
     src_rows = rows.gather(1, pick).view(-1)  # [A*K]
     new_tok = toks.gather(1, pick).view(-1)  # [A*K]
     attn = None
@@ -332,7 +381,7 @@ def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: Decode
 
 @torch.inference_mode()
 def beam_search(model, src: Tensor, src_lengths: Tensor,
-                opts: DecodeOptions = DecodeOptions()) -> list[list[Hyp]]:
+                opts: DecodeOptions = DecodeOptions(), tree: BeamTree | None = None) -> list[list[Hyp]]:
     """Batched beam search: src [B, S], src_lengths [B] -> B lists of ``opts.nbest``
     Hyps, best first, with beam ``opts.beam`` (K below).
 
@@ -345,7 +394,8 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
     has ``nbest`` finished hypotheses and the upper bound of :func:`_bound` on
     its live hypotheses cannot beat the nbest-th of them (exact for every
     penalty), or when its live hypotheses reach the length limit. Done
-    sentences are dropped from the batch.
+    sentences are dropped from the batch. ``tree`` (a :class:`BeamTree`) records
+    every step's candidates when given.
     """
     beam = opts.beam
     limits = max_lengths(src_lengths, opts)
@@ -366,20 +416,21 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
         out = model.step(beams.last, state, enc)
         if out.attention is None:
             beams.attn, beams.cov = None, None
-        beams, src_rows = _advance(beams, out, t, enc, fin, opts)
+        beams, src_rows = _advance(beams, out, t, enc, fin, opts, tree)
         state = out.state.select(src_rows)
     # A model that outputs nan never finishes a hypothesis: give such a sentence an empty one.
     return [hyps or [Hyp([], math.nan, math.nan)] for hyps in fin.hyps]
 
 
 def decode(model, src: Tensor, src_lengths: Tensor, opts: DecodeOptions,
-           generator: torch.Generator | None = None) -> list[list[Hyp]]:
-    """The search ``opts.method`` names: B lists of Hyps (``opts.nbest`` for beam, else one)."""
+           generator: torch.Generator | None = None, tree: BeamTree | None = None) -> list[list[Hyp]]:
+    """The search ``opts.method`` names: B lists of Hyps (``opts.nbest`` for beam, else one).
+    ``tree`` records a beam search (ignored by greedy and sampling)."""
     if opts.method == "greedy":
         return [[h] for h in greedy(model, src, src_lengths, opts)]
     if opts.method == "sample":
         return [[h] for h in sample(model, src, src_lengths, opts, generator)]
-    return beam_search(model, src, src_lengths, opts)
+    return beam_search(model, src, src_lengths, opts, tree)
 
 
 # --- unknown-word replacement -------------------------------------------------
