@@ -3,6 +3,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -260,3 +261,18 @@ def test_own_data_without_yaml_is_sized_for_it(capsys, tmp_path):
 def test_own_data_and_a_config_together_are_refused(capsys, tmp_path):
     code, _, err = run(capsys, ["train", "toy", "--train", "x.tsv"])
     assert code == 2 and "either a CONFIG or --train" in err
+
+
+def test_a_run_stopped_before_its_first_validation_translates_from_its_checkpoint(capsys, monkeypatch,
+                                                                                 tmp_path):
+    folder = _small_run(tmp_path, "r")
+    for name in ("model.safetensors", "meta.json"):  # as after Ctrl-C before any validation
+        (folder / name).unlink()
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="has no best model yet") as caught:
+        code, out, err = run(capsys, ["translate", str(folder), "--greedy"], stdin="1 2 3\n",
+                             monkeypatch=monkeypatch)
+    assert code == 0 and out.strip()
+    assert str(folder / "checkpoints" / "step-4") in str(caught[0].message)
+    shown = warnings.formatwarning(caught[0].message, UserWarning, "x.py", 1)  # as main() set it
+    assert shown == f"transduce: warning: {caught[0].message}\n"

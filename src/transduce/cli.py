@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import typing
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from .demo import run_demo
 from .errors import ConfigError, UserError
 from .metrics import format_table
 from .prepare import format_report, prepare
+from .serve.limits import add_limit_args, limits_from_args
 from .train import train
 from .translator import Translator, evaluate
 from .version import __version__
@@ -170,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .serve.app import run_server  # FastAPI: the optional 'serve' extra
     except ImportError as exc:
         raise UserError(f"serve needs the 'serve' extra: pip install 'transduce[serve]' ({exc})") from None
-    run_server(args.models, host=args.host, port=args.port, device=args.device)
+    run_server(args.models, host=args.host, port=args.port, device=args.device, limits=limits_from_args(args))
     return 0
 
 
@@ -436,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--device", default="cpu")
+    add_limit_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the built-in default: train, evaluate and use a g2p model",
@@ -458,7 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings (cut inputs, extra TSV columns, ...) as one plain line on stderr."""
+    return f"transduce: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may come after options (`train toy --out r train.lr=1e-3`).

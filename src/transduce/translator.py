@@ -40,12 +40,13 @@ from torch import nn
 
 from . import search
 from .batching import Example, collate
-from .checkpoint import load_model
+from .checkpoint import WEIGHTS, load_model
 from .config import Config, DecodeOptions
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
 from .loss import masked_cross_entropy, token_accuracy
 from .metrics import METRICS, perplexity, score_texts
+from .runfolder import STEP_PREFIX, step_of
 from .vocab import PAD
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(DecodeOptions))
@@ -122,6 +123,22 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def model_folder(path: str | Path) -> Path:
+    """``path`` when it holds a model; for a training run stopped before its first
+    validation (no model at its root yet) its newest ``checkpoints/step-N``, with a
+    UserWarning saying so."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file() or not (path / "checkpoints").is_dir():
+        return path
+    steps = sorted((p for p in (path / "checkpoints").glob(f"{STEP_PREFIX}*") if (p / WEIGHTS).is_file()),
+                   key=step_of)
+    if not steps:
+        return path
+    warnings.warn(f"{path} has no best model yet (stopped before its first validation); "
+                  f"using its newest checkpoint {steps[-1]}", UserWarning, stacklevel=3)
+    return steps[-1]
+
+
 def _check_texts(texts) -> list[str]:
     """``texts`` as a list of str; TypeError naming the culprit otherwise."""
     if isinstance(texts, (str, bytes)):
@@ -163,8 +180,10 @@ class Translator:
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu",
                  precision: str = "fp32", max_src_len: int | None = None) -> "Translator":
-        """Load a model folder (``checkpoint.load_model``); CheckpointError if it is broken."""
-        loaded = load_model(model_dir, device=resolve_device(device))
+        """Load a model folder (``checkpoint.load_model``; a run stopped before its first
+        validation: its newest step checkpoint, see :func:`model_folder`); CheckpointError
+        if it is broken."""
+        loaded = load_model(model_folder(model_dir), device=resolve_device(device))
         return cls(loaded.model, loaded.config, loaded.src_codec, loaded.tgt_codec, device,
                    precision, max_src_len)
 
