@@ -14,6 +14,9 @@ Past a limit the server answers (README, "REST server"):
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import typing
 from dataclasses import dataclass
 
 from ..config import MAX_BEAM, DecodeOptions, check_fields, ranged
@@ -63,3 +66,33 @@ def request_cost(lengths: list[int], opts: DecodeOptions) -> int:
 def batch_cost(n_sentences: int, width: int, opts: DecodeOptions) -> int:
     """What one model batch costs: sentences x longest source (padded) x beam."""
     return n_sentences * width * beam_width(opts)
+
+
+FLAG_HELP = {
+    "max_texts": "texts per request (413 past it)",
+    "max_chars": "characters per text (413 past it)",
+    "max_beam": "largest beam and n-best a request may ask for (422 past it)",
+    "max_request_tokens": "source tokens x beam of one request (413 past it)",
+    "max_tokens_in_flight": "source tokens x beam admitted and not yet answered, per model (429 past it)",
+    "batch_tokens": "budget of one model batch: sentences x longest source x beam",
+    "batch_wait_ms": "how long an idle model gathers requests into one batch; 0 = no dynamic batching",
+    "timeout_s": "time limit of one request's decoding (504 past it)",
+}
+"""The ``transduce serve`` flag of each field (``--max-texts`` ...)."""
+
+
+def add_limit_args(parser: argparse.ArgumentParser) -> None:
+    """One ``serve`` flag per ServeLimits field, defaulting to the field's default."""
+    hints = typing.get_type_hints(ServeLimits)
+    for f in dataclasses.fields(ServeLimits):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=hints[f.name], default=f.default,
+                            metavar=f.name.upper(), help=FLAG_HELP[f.name])
+
+
+def limits_from_args(args: argparse.Namespace) -> ServeLimits:
+    """The ServeLimits of parsed ``serve`` flags (ConfigError naming the flag)."""
+    try:
+        return ServeLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeLimits)})
+    except ConfigError as exc:
+        flag = f"--{exc.key.replace('_', '-')}"
+        raise ConfigError(f"{flag}: {exc.problem}", exc.key, exc.problem) from None
