@@ -276,3 +276,46 @@ def test_a_run_stopped_before_its_first_validation_translates_from_its_checkpoin
     assert str(folder / "checkpoints" / "step-4") in str(caught[0].message)
     shown = warnings.formatwarning(caught[0].message, UserWarning, "x.py", 1)  # as main() set it
     assert shown == f"transduce: warning: {caught[0].message}\n"
+
+
+def test_score_gives_the_models_log_probability_of_each_pair(capsys, toy_run, tmp_path):
+    from transduce.translator import Translator
+
+    (tmp_path / "src.txt").write_text("1 2 3\n4 5\n", encoding="utf-8")
+    (tmp_path / "tgt.txt").write_text("3 2 1\n4 5\n", encoding="utf-8")
+    code, out, _ = run(capsys, ["score", str(toy_run), "--source", str(tmp_path / "src.txt"),
+                                "--target", str(tmp_path / "tgt.txt"), "--jsonl"])
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["tokens"] for r in rows] == [4, 3]  # tokens + EOS
+    tr = Translator.from_dir(toy_run)
+    total = tr.nll(["1 2 3", "4 5"], ["3 2 1", "4 5"])
+    assert sum(r["logprob"] for r in rows) == pytest.approx(-total.nll_sum, rel=1e-5)
+    greedy = tr.translate(["1 2 3"], method="greedy")[0]  # teacher-forcing its own output
+    assert tr.score(["1 2 3"], [greedy.text])[0][0] == pytest.approx(greedy.logprob, abs=1e-4)
+
+
+def test_average_last_n_picks_the_newest_step_checkpoints(capsys, tmp_path):
+    folder = _small_run(tmp_path, "r", steps=6, extra=["train.valid_every=2", "train.keep_last=3"])
+    code, out, _ = run(capsys, ["average", str(folder), "--last", "2", "--out", str(tmp_path / "avg")])
+    assert code == 0 and "step-4" in out and "step-6" in out and "step-2" not in out
+    assert (tmp_path / "avg" / "model.safetensors").is_file()
+    code, _, err = run(capsys, ["average", str(folder), "--last", "5", "--out", str(tmp_path / "x")])
+    assert code == 2 and "keeps 3 step checkpoint(s), fewer than --last 5" in err
+
+
+def test_threads_flag_and_environment(capsys, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["prepare", "reverse", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("TRANSDUCE_THREADS", "1")
+        assert main(["prepare", "reverse"]) == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("TRANSDUCE_THREADS", "0")
+        code, _, err = run(capsys, ["prepare", "reverse"])
+        assert code == 2 and "TRANSDUCE_THREADS must be an integer >= 1" in err
+    finally:
+        torch.set_num_threads(before)

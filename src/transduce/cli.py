@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 import warnings
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from . import config
-from .checkpoint import average_checkpoints
+from .checkpoint import WEIGHTS, average_checkpoints
 from . import sizing
 from .config import PRECISIONS, RECIPES, DecodeOptions, recipe_path
 from .corpora import load_splits, read_lines
@@ -23,6 +25,7 @@ from .demo import run_demo
 from .errors import ConfigError, UserError
 from .metrics import format_table
 from .prepare import format_report, prepare
+from .runfolder import STEP_PREFIX, step_of
 from .serve.limits import add_limit_args, limits_from_args
 from .train import train
 from .translator import Translator, evaluate
@@ -167,6 +170,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    translator = Translator.from_dir(args.model, device=args.device, precision=args.precision)
+    sources, targets = _read_lines(args.source), _read_lines(args.target)
+    if len(sources) != len(targets):
+        raise UserError(f"{args.source} has {len(sources)} lines but {args.target} has {len(targets)}")
+    out = _open_out(args.output)
+    try:
+        for logprob, n in translator.score(sources, targets):
+            if args.jsonl:
+                record = {"logprob": logprob, "tokens": n, "per_token": logprob / n if n else None}
+                out.write(json.dumps(record) + "\n")
+            else:
+                out.write(f"{logprob:.4f}\t{n}\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serve.app import run_server  # FastAPI: the optional 'serve' extra
@@ -190,9 +212,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    average_checkpoints([Path(d) for d in args.checkpoints], Path(args.out))
-    print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")
+    folders = _checkpoints_to_average(args.checkpoints, args.last)
+    average_checkpoints(folders, Path(args.out))
+    print(f"averaged {len(folders)} checkpoints into {args.out}: {', '.join(str(f) for f in folders)}")
     return 0
+
+
+def _checkpoints_to_average(given: list[str], last: int | None) -> list[Path]:
+    """The folders named, or with ``--last N`` the newest N step checkpoints of one run."""
+    if last is None:
+        return [Path(d) for d in given]
+    if len(given) != 1:
+        raise UserError("--last N takes one training run folder")
+    found = sorted((p for p in (Path(given[0]) / "checkpoints").glob(f"{STEP_PREFIX}*")
+                    if (p / WEIGHTS).is_file()), key=step_of)
+    if len(found) < last:
+        raise UserError(f"{given[0]} keeps {len(found)} step checkpoint(s), fewer than --last {last} "
+                        f"(train with train.keep_last={last} or more; the default keeps 1)")
+    return found[-last:]
 
 
 # --- file handling for translate / evaluate --------------------------------------
@@ -433,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("score", help="log-probabilities of given translations",
+                       description="Score each target line given its source line with the model "
+                                   "(teacher forced, EOS included): 'logprob<TAB>tokens' per line.")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--source", required=True, help="source sentences, one a line")
+    p.add_argument("--target", required=True, help="target sentences to score, line-aligned")
+    p.add_argument("--output", help="output file (default: stdout)")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per line (logprob, tokens, per_token)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="inference precision")
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser("serve", help="REST API and web page for one or more models")
     p.add_argument("models", nargs="+", help="model folders")
     p.add_argument("--host", default="127.0.0.1")
@@ -455,10 +504,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("average", help="average the weights of several checkpoints")
-    p.add_argument("checkpoints", nargs="+", help="model folders with the same architecture")
+    p.add_argument("checkpoints", nargs="+",
+                   help="model folders with the same architecture, or one run with --last N")
+    p.add_argument("--last", type=_positive_int, metavar="N",
+                   help="average the newest N step checkpoints of the run (needs train.keep_last >= N)")
     p.add_argument("--out", required=True, help="output model folder")
     p.set_defaults(func=cmd_average)
+    for p in sub.choices.values():
+        p.add_argument("--threads", type=_positive_int, metavar="N",
+                       help="torch CPU threads (default: $TRANSDUCE_THREADS, else one per core)")
     return parser
+
+
+def set_threads(requested: int | None) -> None:
+    """torch intra-op threads from --threads, else $TRANSDUCE_THREADS, else torch's default."""
+    env = os.environ.get("TRANSDUCE_THREADS")
+    if requested is None and env:
+        try:
+            requested = _positive_int(env)
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"TRANSDUCE_THREADS {exc}") from None
+    if requested is not None:
+        torch.set_num_threads(requested)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -479,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        set_threads(args.threads)
         return args.func(args)
     except UserError as exc:
         print(f"transduce: error: {exc}", file=sys.stderr)

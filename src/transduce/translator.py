@@ -44,7 +44,7 @@ from .checkpoint import WEIGHTS, load_model
 from .config import Config, DecodeOptions
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
-from .loss import masked_cross_entropy, token_accuracy
+from .loss import masked_cross_entropy, token_accuracy, token_losses
 from .metrics import METRICS, perplexity, score_texts
 from .runfolder import STEP_PREFIX, step_of
 from .vocab import PAD
@@ -324,6 +324,25 @@ class Translator:
             total.n_tokens += loss.n_tokens
             total.n_correct += loss.n_correct
         return total
+
+    def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
+        """Per pair, the model's log-probability of ``target`` given ``source`` (teacher
+        forced, EOS included) and its number of target tokens; (0.0, 0) for an empty source."""
+        srcs = self._tokenize(_check_texts(sources))
+        targets = _check_texts(targets)
+        if len(srcs) != len(targets):
+            raise UserError(f"{len(srcs)} sources but {len(targets)} targets")
+        examples = [Example(s.ids, self.tgt_codec.encode(t)) for s, t in zip(srcs, targets)]
+        out = [(0.0, 0)] * len(examples)
+        for idx in self._batches(srcs, self.config.search.batch_size):
+            batch = collate(examples, idx).to(self.device)
+            with self._running():
+                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
+            _, nll = token_losses(logits, batch.tgt_out)  # [B, T], 0 at padding
+            counts = (batch.tgt_out != PAD).sum(1).tolist()
+            for i, logprob, n in zip(idx, (-nll.sum(1)).tolist(), counts):
+                out[i] = (logprob, n)
+        return out
 
     def nll(self, sources: Sequence[str], references: Sequence[str]) -> Likelihood:
         """Teacher-forced likelihood of ``references`` given ``sources`` (see :meth:`likelihood`)."""
