@@ -281,7 +281,7 @@ def _translate_stream(translator: Translator, options: DecodeOptions, source: st
                       output: str | None, jsonl: bool, plot_dir: str | None) -> None:
     """Translate ``source`` line by line into ``output`` (stdout by default)."""
     out = _open_out(output)
-    show_progress = output not in (None, "-") and source not in (None, "-")
+    show_progress = output not in (None, "-") and source not in (None, "-") and sys.stderr.isatty()
     lines = _input_lines(source)
     if show_progress:
         lines = tqdm(list(lines), desc="translate", unit="sent")
@@ -323,7 +323,7 @@ def _split_pairs(translator, split: str) -> tuple[list[str], list[str]]:
 
 
 def _evaluate_pairs(translator, sources, references, metrics, options, hyp_out):
-    result = evaluate(translator, sources, references, metrics, options)
+    result = evaluate(translator, sources, references, metrics, options, progress=sys.stderr.isatty())
     if hyp_out:
         with _open_out(hyp_out) as fh:
             fh.write("\n".join(result.pop("hypotheses", [])) + "\n")

@@ -37,6 +37,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from . import search
 from .batching import Example, collate
@@ -355,9 +356,9 @@ class Translator:
 
 def evaluate(translator: Translator, sources: Sequence[str], references: Sequence[str],
              metrics: Sequence[str] = ("bleu", "chrf", "wer", "per"),
-             options: DecodeOptions | None = None) -> dict:
+             options: DecodeOptions | None = None, progress: bool = False) -> dict:
     """Translate ``sources`` with ``options`` (default: the model's) and score them
-    against ``references``.
+    against ``references`` (a tqdm bar on stderr when ``progress``).
 
     Returns {metric: value, "<metric>_signature": sacreBLEU signature (bleu,
     chrf), "sentences", "hypotheses": the output texts}; the metric ``ppl``
@@ -369,7 +370,8 @@ def evaluate(translator: Translator, sources: Sequence[str], references: Sequenc
     if unknown:
         raise UserError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(METRICS)}, ppl)")
     decoded = [m for m in metrics if m != "ppl"]
-    hyps = [t.text for t in translator.translate(sources, options)]
+    lines = tqdm(sources, desc="evaluate", unit="sent", disable=not progress)
+    hyps = [t.text for t in translator.translate_stream(lines, options)]
     out = score_texts(hyps, list(references), decoded) if decoded else {}
     if "ppl" in metrics:
         lik = translator.nll(sources, references)
