@@ -63,6 +63,24 @@ def test_plot_training(tmp_path):
     assert png_size(tmp_path / "plots" / "metrics.png")[0] > png_size(tmp_path / "plots" / "speed.png")[0]
 
 
+def test_plot_training_grid_flat_panels_and_best_step(tmp_path):
+    records = [{"step": s, "split": "train", "loss": 3.0 / s, "ppl": 1 + 9 / s, "lr": 1e-3,
+                "tf_ratio": 1.0, "grad_norm": 1.0 + 1 / s, "tok_per_s": 900.0 + s} for s in range(1, 9)]
+    records += [{"step": s, "split": "valid", "loss": 2.0 / s, "ppl": 1 + 5 / s, "bleu": s, "chrf": 2 * s,
+                 "wer": 50 - s, "per": 40 - s, "exact_match": s / 2} for s in (2, 4, 6, 8)]
+    write_log(tmp_path / "log.jsonl", records)
+    plain = {p.name: p.read_bytes() for p in plots.plot_training(tmp_path)}
+    one_w, one_h = png_size(tmp_path / "plots" / "speed.png")
+    grid_w, grid_h = png_size(tmp_path / "plots" / "metrics.png")
+    assert grid_w == 3 * one_w and grid_h == 2 * one_h  # 5 metric panels: 3 columns, 2 rows
+    # lr and tf_ratio never change: only the grad-norm panel is drawn
+    assert png_size(tmp_path / "plots" / "schedule.png") == (one_w, one_h)
+    (tmp_path / "meta.json").write_text(json.dumps({"best": {"metric": "bleu", "step": 6}}))
+    assert plots.best_step(tmp_path) == 6
+    marked = {p.name: p.read_bytes() for p in plots.plot_training(tmp_path)}
+    assert all(marked[name] != plain[name] for name in plain)  # a best-step line in every figure
+
+
 def test_plot_training_train_only(tmp_path):
     write_log(tmp_path / "log.jsonl", [{"step": 1, "split": "train", "loss": 3.0, "ppl": 20.0}])
     assert [p.name for p in plots.plot_training(tmp_path)] == ["loss.png"]

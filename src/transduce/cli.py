@@ -290,9 +290,10 @@ def _translate_stream(translator: Translator, options: DecodeOptions, source: st
     try:
         for i, tr in enumerate(translator.translate_stream(lines, options, chunk_size=chunk)):
             if folder is not None and tr.attention is not None and tr.tokens:
-                from .plots import plot_attention  # matplotlib: heavy, loaded only when drawing
+                from .plots import attention_title, plot_attention  # matplotlib: heavy, lazy
 
-                plot_attention(tr.attention, tr.src_tokens, tr.tokens, folder / f"{i:05d}.png")
+                plot_attention(tr.attention, tr.src_tokens, tr.tokens, folder / f"{i:05d}.png",
+                               title=attention_title(tr))
             out.write(_format_result(tr, i, options.nbest, jsonl) + "\n")
             out.flush()
     finally:

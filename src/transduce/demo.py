@@ -42,7 +42,7 @@ def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None
 
 def run_demo(out: Path, quick: bool = False, overrides: list[str] | None = None) -> dict:
     """Train, evaluate and sample the demo g2p model into ``out``; return the test scores."""
-    from .plots import plot_attention  # matplotlib: heavy, loaded only when drawing
+    from .plots import attention_title, plot_attention  # matplotlib: heavy, loaded only when drawing
 
     extra = (QUICK_OVERRIDES if quick else []) + list(overrides or [])
     cfg = config.load(RECIPES / "demo.yaml", extra)
@@ -63,7 +63,8 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | None = None)
     heatmap = out / "attention.png"
     first = results[0]
     if first.attention is not None:
-        plot_attention(first.attention, first.src_tokens, first.tokens, heatmap)
+        plot_attention(first.attention, first.src_tokens, first.tokens, heatmap,
+                       title=attention_title(first))
         print(f"\nattention heatmap for '{SAMPLE_WORDS[0]}': {heatmap}")
     print(f"model folder: {out}  (try: echo hello | transduce translate {out})")
     return scores

@@ -8,15 +8,20 @@ valid, ``loss``, ``ppl`` and optional ``bleu``, ``chrf``, ``wer``, ``per``,
 
 * ``loss.png``     loss and perplexity, train vs valid;
 * ``metrics.png``  one panel per other numeric valid metric (bleu, chrf, wer, ...);
-* ``schedule.png`` learning rate and teacher-forcing ratio;
+* ``schedule.png`` learning rate, teacher-forcing ratio and gradient norm;
 * ``speed.png``    training throughput (tok_per_s), if logged.
 
-Figures without data are skipped. The format follows the suffix (.png, .svg, .pdf).
+Panels sit in a grid of at most three columns; a panel whose values never
+change (a constant teacher-forcing ratio) is left out, and a figure without
+data is skipped. The best step (``meta.json`` of the run: the step of the
+best model by ``train.early_stop_metric``) is a dashed line in every panel.
+The format follows the suffix (.png, .svg, .pdf).
 """
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -53,12 +58,17 @@ def plot_attention(attention, src_tokens: Sequence[str], out_tokens: Sequence[st
         ax.set_xlabel("source")
         ax.set_ylabel("output")
         if title:
-            ax.set_title(title)
+            ax.set_title("\n".join(textwrap.wrap(title, width=max(30, int(8 * width)))), fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.04)
         fig.tight_layout()
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def attention_title(translation) -> str:
+    """'source -> output (score S)' of a Translation, for plot_attention."""
+    return f"{translation.source} \u2192 {translation.text}   (score {translation.score:.3f})"
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -102,29 +112,59 @@ def _series(records: list[dict], split: str, key: str) -> tuple[list[float], lis
     return xs, ys
 
 
+def _changes(lines: list) -> bool:
+    """True when a panel has one value, or values that are not all one constant."""
+    values = [y for _, (_, ys) in lines for y in ys]
+    if len(values) < 2:
+        return bool(values)
+    return max(values) - min(values) > 1e-12 * max(1.0, abs(max(values)))
+
+
 def _panels(records: list[dict], keys: Sequence[str], splits: Sequence[str], path: Path,
-            log_keys: Sequence[str] = ()) -> Path | None:
-    """One panel per key with data, each with one line per split; None if nothing to draw."""
+            log_keys: Sequence[str] = (), best_step: int | None = None) -> Path | None:
+    """One panel per key whose values change, one line per split, in a grid of at most
+    three columns, the best step marked; None if nothing to draw."""
     drawn = [(k, [(s, _series(records, s, k)) for s in splits]) for k in keys]
-    drawn = [(k, lines) for k, lines in drawn if any(xs for _, (xs, _) in lines)]
+    drawn = [(k, lines) for k, lines in drawn if _changes(lines)]
     if not drawn:
         return None
-    fig, axes = plt.subplots(1, len(drawn), figsize=(4.5 * len(drawn), 3.5), squeeze=False)
+    cols = min(3, len(drawn))
+    rows = math.ceil(len(drawn) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.3 * rows), squeeze=False)
     try:
-        for ax, (key, lines) in zip(axes[0], drawn):
-            for split, (xs, ys) in lines:
-                if xs:
-                    ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=split)
-            ax.set_xlabel("step")
-            ax.set_title(key)
-            if key in log_keys and all(y > 0 for _, (_, ys) in lines for y in ys):
-                ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-            ax.legend()
+        for ax in axes.flat[len(drawn):]:
+            ax.set_visible(False)
+        for ax, (key, lines) in zip(axes.flat, drawn):
+            _draw_panel(ax, key, lines, key in log_keys, best_step)
         fig.tight_layout()
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _draw_panel(ax, key: str, lines: list, log_scale: bool, best_step: int | None) -> None:
+    """One panel: a line per split, log scale when asked and possible, the best step dashed."""
+    for split, (xs, ys) in lines:
+        if xs:
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=split)
+    if best_step is not None:
+        ax.axvline(best_step, color="grey", linestyle="--", linewidth=1, label=f"best (step {best_step})")
+    ax.set_xlabel("step")
+    ax.set_title(key)
+    if log_scale and all(y > 0 for _, (_, ys) in lines for y in ys):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def best_step(run_dir: Path) -> int | None:
+    """The step of the run's best model (its meta.json), or None when unknown."""
+    try:
+        best = json.loads((run_dir / "meta.json").read_text(encoding="utf-8")).get("best") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    step = best.get("step") if isinstance(best, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _metric_keys(records: list[dict]) -> list[str]:
@@ -144,10 +184,12 @@ def plot_training(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     records = read_log(run_dir / "log.jsonl")
     out = run_dir / "plots"
+    best = best_step(run_dir)
     figures = [
-        _panels(records, ["loss", "ppl"], ["train", "valid"], out / "loss.png", log_keys=["ppl"]),
-        _panels(records, _metric_keys(records), ["valid"], out / "metrics.png"),
-        _panels(records, ["lr", "tf_ratio"], ["train"], out / "schedule.png", log_keys=["lr"]),
-        _panels(records, ["tok_per_s"], ["train"], out / "speed.png"),
+        _panels(records, ["loss", "ppl"], ["train", "valid"], out / "loss.png", ["ppl"], best),
+        _panels(records, _metric_keys(records), ["valid"], out / "metrics.png", (), best),
+        _panels(records, ["lr", "tf_ratio", "grad_norm"], ["train"], out / "schedule.png",
+                ["lr"], best),
+        _panels(records, ["tok_per_s"], ["train"], out / "speed.png", (), best),
     ]
     return [p for p in figures if p is not None]

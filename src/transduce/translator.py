@@ -65,6 +65,8 @@ class Translation:
     nbest: list[tuple[str, float]] = field(default_factory=list)
     logprob: float = 0.0
     truncated: bool = False
+    source: str = ""
+    """The input text as given."""
 
 
 @dataclass
@@ -162,6 +164,7 @@ class _Source:
     pieces: list[str]
     ids: list[int]
     truncated: bool = False
+    text: str = ""
 
 
 class Translator:
@@ -217,7 +220,7 @@ class Translator:
         for i, src in enumerate(sources):
             if results[i] is None:  # empty input: n-best empty outputs, no model run
                 results[i] = Translation("", 0.0, [], [], [] if opts.return_attention else None,
-                                         [("", 0.0)] * opts.nbest, 0.0, False)
+                                         [("", 0.0)] * opts.nbest, 0.0, False, src.text)
         return results
 
     def translate_stream(self, lines: Iterable[str], options: DecodeOptions | None = None,
@@ -252,11 +255,11 @@ class Translator:
         """Pieces and ids per text, sources cut to max_src_len (warned once)."""
         piece_lists = self.src_codec.tokenizer.encode_batch(texts)
         sources, n_cut = [], 0
-        for pieces in piece_lists:
+        for text, pieces in zip(texts, piece_lists):
             cut = len(pieces) > self.max_src_len
             pieces = pieces[:self.max_src_len]
             n_cut += cut
-            sources.append(_Source(pieces, self.src_codec.vocab.encode(pieces), cut))
+            sources.append(_Source(pieces, self.src_codec.vocab.encode(pieces), cut, text))
         if n_cut and not self._warned:
             self._warned = True
             warnings.warn(f"{n_cut} input(s) longer than {self.max_src_len} tokens were cut to "
@@ -303,7 +306,7 @@ class Translator:
         if opts.return_attention:
             attention = best.attention.tolist() if best.attention is not None else []
         return Translation(text, best.score, pieces, list(source.pieces), attention, nbest,
-                           best.logprob, source.truncated)
+                           best.logprob, source.truncated, source.text)
 
     # --- teacher-forced likelihood ---------------------------------------------
 
