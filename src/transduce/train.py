@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import sys
 import threading
@@ -74,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -231,6 +233,13 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and python's random: a fresh run's saved RNG states depend on the seed only."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def _mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (splitmix-style mixing)."""
     x = 0x9E3779B97F4A7C15
@@ -312,7 +321,7 @@ class Trainer:
                 raise ConfigError(f"cannot change the model.* settings when resuming {self.out}")
             model = start.loaded.model
         else:
-            torch.manual_seed(self.train_cfg.seed)
+            seed_everything(self.train_cfg.seed)
             model = Seq2Seq.from_config(self.cfg.model, len(self.data.src_codec.vocab),
                                         len(self.data.tgt_codec.vocab))
         self._info(model.describe())
