@@ -159,8 +159,9 @@ def _write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it."""
+def atomic_write_text(path: str | Path, text: str, what: str = "checkpoint") -> None:
+    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it;
+    CheckpointError (``write_error`` of ``what``) when it cannot be written."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -168,15 +169,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(_os_message(path, exc)) from exc
+        raise CheckpointError(write_error(path, exc, what)) from exc
 
 
-def _os_message(path: Path, exc: OSError) -> str:
-    """The CheckpointError message of a failed write (disk full said plainly)."""
+def write_error(path: Path, exc: OSError, what: str = "checkpoint") -> str:
+    """The one-line message of a failed write of ``what`` (a full disk said plainly)."""
     if exc.errno == errno.ENOSPC:
-        return (f"cannot write checkpoint {path}: disk full (no space left on device); "
+        return (f"cannot write {what} {path}: disk full (no space left on device); "
                 "the previous checkpoint was left intact; free some space and resume")
-    return f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint was left intact"
+    return f"cannot write {what} {path}: {exc.strerror or exc}; the previous checkpoint was left intact"
 
 
 # --- atomic folders ------------------------------------------------------------
@@ -217,7 +218,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
             os.rename(tmp, final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(_os_message(final, exc)) from exc
+        raise CheckpointError(write_error(final, exc)) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,7 +16,9 @@ null. The trainer writes:
   teacher-forcing ratio has moved by 0.01 or more since the last one logged
   (every change goes to TensorBoard).
 
-On resume, records after the resumed step are dropped (``truncate``).
+On resume, records after the resumed step are dropped (``truncate``); so is
+a line cut short by a full disk. A record that cannot be written (a full
+disk) is a ``CheckpointError`` saying so (the checkpoints are intact).
 TensorBoard (``RUN/tensorboard/``) gets every numeric value of every record
 but step, split, time and epoch, as ``<split>/<key>``.
 """
@@ -27,7 +29,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, write_error
+from .errors import CheckpointError
 
 LOG = "log.jsonl"
 TENSORBOARD = "tensorboard"
@@ -60,8 +63,11 @@ class RunLog:
             return
         record = {"step": step, **{k: finite_or_none(v) for k, v in record.items()},
                   "time": round(elapsed, 3)}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise CheckpointError(write_error(self.path, exc, "the run log")) from exc
         writer = self._tensorboard()
         if writer is not None:
             for key, value in record.items():
@@ -89,7 +95,7 @@ class RunLog:
                     kept.append(line)
             except ValueError:
                 continue
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept), "the run log")
 
     def _tensorboard(self):
         """The SummaryWriter (made on first use), or None without TensorBoard."""
