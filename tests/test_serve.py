@@ -1,4 +1,5 @@
 """The REST app, over a stand-in translator with known outputs."""
+import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -7,9 +8,13 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from transduce import config  # noqa: E402
+from transduce.cli import build_parser  # noqa: E402
+from transduce.errors import ConfigError  # noqa: E402
 from transduce.serve.app import create_app, model_names  # noqa: E402
+from transduce.serve.limits import ServeLimits, limits_from_args  # noqa: E402
 from transduce.translator import Translator, _Source  # noqa: E402
 
 
@@ -135,3 +140,47 @@ def test_sampling_options_reach_the_translator(client_and_model):
 
 def test_model_names_are_unique():
     assert model_names(["runs/a/model", "runs/b/model", "runs/c"]) == ["model", "b/model", "c"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_without_network(client_and_model, page):
+    client, _ = client_and_model
+    html = client.get(page)
+    assert html.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert assets and not [a for a in assets if "://" in a or a.startswith("//")]  # no CDN
+    for asset in assets:
+        res = client.get(asset)
+        assert res.status_code == 200 and len(res.content) > 0, asset
+    assert client.get("/openapi.json").json()["paths"]["/api/translate"]
+
+
+def test_metrics_in_prometheus_text_format(client_and_model):
+    client, _ = client_and_model
+    client.post("/api/translate", json={"texts": ["ab", "c"]})
+    client.post("/api/translate", json={"texts": []})
+    res = client.get("/metrics")
+    assert res.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(res.text)}
+    statuses = {s.labels["status"] for s in families["transduce_requests"].samples
+                if s.name == "transduce_requests_total" and s.labels["endpoint"] == "/api/translate"}
+    assert statuses == {"200", "422"}
+    for name in ("transduce_request_seconds", "transduce_batch_sentences", "transduce_batch_requests",
+                 "transduce_tokens_per_second", "transduce_queue_sentences", "transduce_tokens_in_flight",
+                 "transduce_output_tokens", "transduce_source_tokens"):
+        assert name in families, name
+
+
+def test_limits_are_listed_and_static_files_served(client_and_model):
+    client, _ = client_and_model
+    assert client.get("/api/limits").json()["max_texts"] == 256
+    assert "beamTree" in client.get("/static/app.js").text
+    assert client.get("/static/style.css").status_code == 200
+
+
+def test_bad_limits_are_refused_naming_the_flag():
+    with pytest.raises(ConfigError, match="serve limit 'batch_wait_ms': must be in"):
+        ServeLimits(batch_wait_ms=-1)
+    args = build_parser().parse_args(["serve", "m", "--max-beam", "0"])
+    with pytest.raises(ConfigError, match="--max-beam: must be in"):
+        limits_from_args(args)

@@ -196,3 +196,50 @@ def test_maximal_request_delays_a_small_one_by_at_most_one_batch(serve):
     batch = slowest_batch(metrics)
     assert small_s <= 2 * batch + 0.3, (small_s, batch)  # the batch in progress, then its own
     assert small_s < big_s / 3 and health_s < 0.5
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (server and client), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def burst_payloads(n: int, rng: random.Random) -> list[tuple[dict, int]]:
+    """``n`` requests mixing good ones (small, and a few 32-sentence beam-8 ones with attention)
+    and bad ones, each with the status it must get."""
+    bad = [({"texts": []}, 422), ({"texts": ["1"], "beem": 2}, 422), ({"texts": ["1"], "model": "x"}, 404),
+           ({"texts": ["1 " * 1500]}, 413), ({"texts": ["1"], "beam": 99}, 422),
+           ({"texts": ["1\x00\ud7ff \u202e 2"], "nbest": 2, "beam": 2}, 200)]
+    out = []
+    for k in range(n):
+        if k % 25 == 0:
+            out.append(({"texts": [digits(rng.randint(20, 40), rng) for _ in range(32)], "beam": 8,
+                         "attention": True}, 200))
+        elif k % 5 == 0:
+            out.append(rng.choice(bad))
+        else:
+            out.append(({"texts": [digits(rng.randint(1, 12), rng)]}, 200))
+    return out
+
+
+BURST = 400
+"""Requests of the burst test (a few seconds here); bench/bench_serve.py --burst sends 2,000."""
+
+
+def test_burst_of_good_and_bad_requests_no_5xx_none_dropped_memory_returns(serve):
+    rng = random.Random(5)
+    with serve() as url:
+        post_many(url, [p for p, _ in burst_payloads(50, rng)], concurrency=16)  # warm-up
+        baseline = rss_mb()
+        payloads = burst_payloads(BURST, rng)
+        results = post_many(url, [p for p, _ in payloads], concurrency=16)
+        time.sleep(0.2)
+        after = rss_mb()
+        metrics = httpx.get(f"{url}/metrics").text
+    assert len(results) == BURST
+    assert [status for status, _, _ in results] == [want for _, want in payloads]
+    assert metric(metrics, "transduce_tokens_in_flight", model="toy") == 0
+    print(f"RSS: {baseline:.0f} MB before the burst, {after:.0f} MB after")
+    assert after - baseline < 100, (baseline, after)
