@@ -38,3 +38,21 @@ def test_bench_data_on_a_tiny_corpus(tmp_path):
         assert re.search(rf"^\| {stage} \| \d+\.\d{{3}} \|$", out.stdout, re.M), stage
     missing = run("bench_data.py", "--data", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "Multi30k not found" in missing.stderr
+
+
+def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Other\n\nkept\n", encoding="utf-8")
+    args = ["toy", "data.toy_size=200", "train.max_steps=20", "train.valid_every=20",
+            "train.progress=false", "train.tensorboard=false", "--out", str(tmp_path / "run"),
+            "--limit", "50", "--write", "--results", str(results)]
+    out = run("quality.py", *args)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^\| toy \| reverse test \| BLEU \d+\.\d, chrF \d+\.\d \(50 sentences, beam 1; "
+                     r"nrefs:1\|case:mixed.*\| 20 \| \d+\.\d min \|", out.stdout, re.M)
+    again = run("quality.py", *args, "--no-train")
+    assert again.returncode == 0, again.stderr
+    text = results.read_text(encoding="utf-8")
+    assert "## Other\n\nkept" in text and text.count("| toy | reverse test |") == 2
+    assert run("quality.py", *args).returncode == 0  # the same command replaces its own row
+    assert results.read_text(encoding="utf-8").count("| toy | reverse test |") == 2

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from . import config
-from .config import RECIPES
+from .config import RECIPES, DecodeOptions
 from .corpora import load_splits
 from .metrics import g2p_error_rates
 from .train import train
@@ -27,14 +27,16 @@ QUICK_OVERRIDES = [  # a smoke run: same pipeline, a fraction of the work
 ]
 
 
-def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None) -> dict:
+def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None,
+              options: DecodeOptions | None = None) -> dict:
     """Word and phoneme error rates on (word, pronunciation) pairs, all
-    pronunciations of a word counting as references (see metrics.g2p_error_rates)."""
+    pronunciations of a word counting as references (see metrics.g2p_error_rates);
+    decoded with ``options`` (default: the model's)."""
     refs: dict[str, list[str]] = {}
     for word, pron in pairs:
         refs.setdefault(word, []).append(pron)
     words = list(refs)[:limit]
-    hyps = [tr.text for tr in translator.translate(words)]
+    hyps = [tr.text for tr in translator.translate(words, options)]
     scores = g2p_error_rates(hyps, [refs[w] for w in words])
     scores["words"] = len(words)
     return scores

@@ -1,0 +1,145 @@
+"""Quality of a recipe, end to end: train it, score its test split, add a row to bench/RESULTS.md.
+
+    python bench/quality.py g2p --out runs/g2p                 # train, then score the test split
+    python bench/quality.py g2p --out runs/g2p --no-train      # score a run that trained already
+    python bench/quality.py multi30k data.path=../shared/data/multi30k --out runs/m30k --write
+
+Training is ``transduce train RECIPE [key=value ...] --out RUN`` (resumed when
+RUN already holds a run: checkpoints resume exactly). The test split is the
+one of the recipe's own corpus (``transduce evaluate RUN --split test``);
+corpora of words and pronunciations (cmudict) are scored with the g2p
+convention (any dictionary pronunciation counts: word and phoneme error
+rates, as ``transduce demo`` prints), the others with sacreBLEU BLEU and chrF
+(cased, detokenized) and their signatures. With ``--average-last N`` the
+newest N step checkpoints are averaged first (``transduce average RUN --last
+N``) and the average is scored. The row gives recipe, test set, figures,
+steps, training wall time, machine and precision, and the command; a row of
+the same command is replaced, others are kept. Never tune on the test split:
+choose settings on the validation split (the training log) and score the
+test split once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import RESULTS, cpu_name  # noqa: E402
+
+from transduce import config  # noqa: E402
+from transduce.cli import _checkpoints_to_average  # noqa: E402
+from transduce.checkpoint import average_checkpoints  # noqa: E402
+from transduce.corpora import load_splits  # noqa: E402
+from transduce.demo import score_g2p  # noqa: E402
+from transduce.errors import UserError  # noqa: E402
+from transduce.train import train  # noqa: E402
+from transduce.translator import Translator, evaluate  # noqa: E402
+
+HEADING = "## Quality (bench/quality.py)"
+TABLE_HEAD = ("| recipe | test set | result | steps | train time | machine | command |\n"
+              "|---|---|---|---|---|---|---|")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("recipe", help="built-in recipe name or YAML file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--no-train", action="store_true", help="score the run as it is")
+    p.add_argument("--average-last", type=int, metavar="N", help="score the average of the newest N steps")
+    p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
+    p.add_argument("--limit", type=int, help="score at most this many test items (smoke runs)")
+    p.add_argument("--write", action="store_true", help="add the row to bench/RESULTS.md")
+    p.add_argument("--results", type=Path, default=RESULTS, help="the results file to write")
+    return p.parse_args(argv)
+
+
+def train_run(args: argparse.Namespace) -> None:
+    """Train (or resume) the recipe into --out."""
+    cfg = config.load(config.recipe_path(args.recipe), args.overrides)
+    resume = any((Path(args.out) / "checkpoints").glob("step-*"))
+    if resume:
+        cfg = config.load(Path(args.out) / "config.yaml",
+                          [o for o in args.overrides if o.split(".")[0] in ("train", "search")])
+    train(cfg, args.out, resume=resume)
+
+
+def model_to_score(args: argparse.Namespace) -> Path:
+    """The run folder, or the average of its newest --average-last step checkpoints."""
+    if not args.average_last:
+        return Path(args.out)
+    target = Path(args.out) / f"average-last-{args.average_last}"
+    average_checkpoints(_checkpoints_to_average([args.out], args.average_last), target)
+    return target
+
+
+def score(translator: Translator, limit: int | None, beam: int | None) -> tuple[str, str, dict]:
+    """(test set name, result text, figures) of the model's own test split."""
+    cfg = translator.config
+    pairs = load_splits(cfg.data).test
+    if not pairs:
+        raise UserError(f"the corpus of {cfg.data.corpus or cfg.data.train} has no test split")
+    options = translator.options() if beam is None else translator.options(beam=beam)
+    name = f"{cfg.data.corpus or cfg.data.test} test"
+    if cfg.data.corpus == "cmudict":
+        got = score_g2p(translator, pairs, limit, options)
+        text = (f"WER {got['word_error_rate']:.1f}%, PER {got['phoneme_error_rate']:.1f}% "
+                f"({got['words']:,} words, beam {options.beam})")
+        return name, text, got
+    pairs = pairs[:limit]
+    got = evaluate(translator, [s for s, _ in pairs], [t for _, t in pairs], ("bleu", "chrf"), options)
+    got.pop("hypotheses")
+    text = (f"BLEU {got['bleu']:.1f}, chrF {got['chrf']:.1f} ({len(pairs):,} sentences, beam "
+            f"{options.beam}; {got['bleu_signature']})")
+    return name, text, got
+
+
+def training_cost(run: Path) -> tuple[int, float]:
+    """(steps, seconds of training) from the run's log."""
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    return max(r["step"] for r in records), max(r.get("time") or 0.0 for r in records)
+
+
+def add_row(path: Path, row: str, command: str) -> None:
+    """Put ``row`` in the quality table of ``path`` (replacing the row of the same command)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
+    if HEADING not in text:
+        text = text.rstrip("\n") + f"\n\n{HEADING}\n\nRows added by `python bench/quality.py ...`; " \
+               "the command in each row reproduces it.\n\n" + TABLE_HEAD + "\n"
+    lines = [line for line in text.split("\n") if not (line.startswith("| ") and f"`{command}`" in line)]
+    start = lines.index(HEADING)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
+    lines.insert(last_row + 1, row)
+    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if not args.no_train:
+            train_run(args)
+        translator = Translator.from_dir(model_to_score(args), precision="auto")
+        test_set, text, figures = score(translator, args.limit, args.beam)
+    except UserError as exc:
+        print(f"quality: error: {exc}", file=sys.stderr)
+        return 2
+    steps, seconds = training_cost(Path(args.out))
+    command = "python bench/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    machine = f"{cpu_name()}, {translator.config.train.precision} training"
+    averaged = f" (average of the last {args.average_last})" if args.average_last else ""
+    row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "
+           f"{seconds / 60:.1f} min | {machine} | `{command}` |")
+    print(row)
+    print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, list)}, indent=2))
+    if args.write:
+        add_row(args.results, row, command)
+        print(f"written to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
