@@ -97,3 +97,10 @@ def test_load_missing_or_corrupt(tmp_path):
     (tmp_path / "x.tokenizer.json").write_text('{"kind": "morfessor"}')
     with pytest.raises(CheckpointError, match="corrupt tokenizer file"):
         Tokenizer.load(tmp_path, "x")
+
+
+@pytest.mark.parametrize("kind", ["char", "whitespace", "bpe"])
+def test_lone_surrogates_become_replacement_characters(kind):
+    tok = train_tokenizers(TokenizerConfig(src=kind, tgt=kind, vocab_size=40), PAIRS)[0]
+    assert tok.encode("a \ud800b") == tok.encode("a \ufffdb")
+    assert tok.encode_batch(["\udfff"]) == [tok.encode("\ufffd")]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -42,6 +43,9 @@ class Tokenizer:
         self.lowercase = lowercase
 
     def _prep(self, text: str) -> str:
+        """Lowercased if asked; lone surrogates (possible in Python strings and JSON, never
+        in UTF-8 text) become U+FFFD, so that every tokenizer can encode any str."""
+        text = _LONE_SURROGATE.sub("\ufffd", text)
         return text.lower() if self.lowercase else text
 
     def encode(self, text: str) -> list[str]:
@@ -81,6 +85,9 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lowercase={self.lowercase})"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CharTokenizer(Tokenizer):
@@ -123,8 +130,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[str]]:
         """sentencepiece's batch encoder (C++ loop, one thread per core)."""
-        texts = [self._prep(t) for t in texts] if self.lowercase else list(texts)
-        return self.sp.encode(texts, out_type=str)
+        return self.sp.encode([self._prep(t) for t in texts], out_type=str)
 
     def decode(self, pieces: Sequence[str]) -> str:
         return self.sp.decode_pieces(list(pieces))
