@@ -177,3 +177,52 @@ def test_existing_run_folder_keeps_other_content(tmp_path):
     ck.save_model(run, model, cfg, src, tgt, {"step": 2})
     assert (run / "log.jsonl").read_text() == "{}\n" and (run / "checkpoints").is_dir()
     assert ck.load_model(run).meta["step"] == 2
+
+
+def test_a_safetensors_full_disk_is_the_disk_full_checkpoint_error(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+    model, cfg, src, tgt = _setup()
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ck, "_st_save_model", full)
+    with pytest.raises(CheckpointError, match="m: disk full .* previous checkpoint was left intact"):
+        ck.save_model(tmp_path / "m", model, cfg, src, tgt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_weights_are_refused_on_save_and_load(tmp_path):
+    model, cfg, src, tgt = _setup()
+    ck.save_model(tmp_path / "m", model, cfg, src, tgt)
+    with torch.no_grad():
+        model.encoder.embedding.weight[1, 0] = float("inf")
+    with pytest.raises(ck.NonFiniteError, match=r"refusing to write non-finite .* \d+ of \d+ tensors \(encoder"):
+        ck.save_model(tmp_path / "n", model, cfg, src, tgt)
+    ck._save_module(model, tmp_path / "m" / "model.safetensors")  # as a foreign writer would
+    with pytest.raises(ck.NonFiniteError, match=r"m/model\.safetensors: refusing to load non-finite"):
+        ck.load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize("value, schema, message", [
+    ([1], {"a": int}, "f.json: the content must be a mapping, not list"),
+    ({"a": "1"}, {"a": int}, "f.json: 'a' must be int, not str"),
+    ({"a": True}, {"a": int}, "f.json: 'a' must be int, not bool"),
+    ({}, {"a": int}, "f.json: key 'a' is missing"),
+    ({"a": {"b": None}}, {"a": {"b": (int, float)}}, "f.json: 'a.b' must be int or float, not NoneType"),
+    ({"a": [[1, "x"]]}, {"a": [[int]]}, r"f.json: 'a\[0\]\[1\]' must be int, not str"),
+])
+def test_check_schema_names_the_file_and_key(value, schema, message):
+    from pathlib import Path
+    with pytest.raises(CheckpointError, match=message):
+        ck.check_schema(value, schema, Path("f.json"))
+    ck.check_schema({"b": 1}, {"a?": int, "b": (int, type(None))}, Path("f.json"))  # optional, None allowed
+
+
+def test_meta_sizes_must_match_the_vocabularies(tmp_path):
+    model, cfg, src, tgt = _setup()
+    ck.save_model(tmp_path / "m", model, cfg, src, tgt)
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    (tmp_path / "m" / "meta.json").write_text(json.dumps({**meta, "src_vocab_size": meta["src_vocab_size"] + 1}))
+    with pytest.raises(CheckpointError, match=r"src\.vocab\.json: \d+ tokens, but .*meta\.json says"):
+        ck.load_model(tmp_path / "m")

@@ -104,3 +104,21 @@ def test_best_n_higher_is_better_and_a_step_written_again(tmp_path):
     assert _names(run.checkpoints) == ["best-1", "best-2", "best-3"]
     run.add_best(40.0, 3)  # best-3 rewritten (e.g. at the end of a resumed run): one entry
     assert run.best_list == [[40.0, 3], [30.0, 2], [10.0, 1]]
+
+
+def test_remove_stale_takes_only_dead_writers_leftovers(tmp_path):
+    import os
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = _folder(tmp_path)
+    (run.checkpoints / "step-3").mkdir(parents=True)
+    stale = [run.checkpoints / f".step-4.tmp-{dead.pid}-0123abcd", run.out / f".config.yaml.tmp-{dead.pid}-89abcdef",
+             run.checkpoints / "step-3" / f".trainer.old-{dead.pid}-00000000",
+             tmp_path / f".run.tmp-{dead.pid}-ffffffff"]
+    kept = [run.checkpoints / f".step-5.tmp-{os.getpid()}-0123abcd",  # a live writer (this process)
+            tmp_path / f".other.tmp-{dead.pid}-ffffffff", run.out / ".hidden"]
+    for path in stale + kept:
+        path.mkdir() if "config" not in path.name and "hidden" not in path.name else path.write_text("x")
+    assert sorted(run.remove_stale()) == sorted(stale)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)

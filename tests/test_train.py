@@ -127,3 +127,25 @@ def test_an_empty_validation_split_is_announced(tmp_path, tiny_config, capsys):
     assert summary["valid"] == {} and ck.load_model(tmp_path / "run").meta["step"] == 2  # the last model
     first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
     assert (first["train_pairs"], first["dropped_too_long"], first["valid_pairs"]) == (3, 0, 0)
+
+
+def test_the_non_finite_streak_is_saved_and_resumed(tmp_path, tiny_config, monkeypatch):
+    real, calls = train_mod.masked_cross_entropy, []
+
+    def nan_from_the_third(logits, target, label_smoothing=0.0):
+        out = real(logits, target, label_smoothing)
+        calls.append(1)
+        return out._replace(loss_sum=out.loss_sum * float("nan")) if len(calls) >= 3 else out
+    monkeypatch.setattr(train_mod, "masked_cross_entropy", nan_from_the_third)
+    train(tiny_config(train=dict(max_steps=4, valid_every=4)), tmp_path / "run")  # steps 3, 4 skipped
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-4" / "trainer" / "state.json").read_text())
+    assert state["trainer"]["nonfinite"] == 2
+    with pytest.raises(train_mod.TrainingDiverged, match="at step 7: 5 updates in a row"):
+        train(tiny_config(train=dict(max_steps=16, valid_every=4)), tmp_path / "run", resume=True)
+
+
+def test_an_unclipped_gradient_norm_is_logged(tmp_path, tiny_config):
+    train(tiny_config(train=dict(max_steps=4, clip_norm=None)), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    norms = [r["grad_norm"] for r in records if "grad_norm" in r]
+    assert norms and all(isinstance(n, float) and n > 0 for n in norms)

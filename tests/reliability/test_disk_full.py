@@ -106,3 +106,15 @@ def _json_full(*args, **kwargs):
 def test_an_injected_full_disk(tmp_path, capsys, monkeypatch, target, fault):
     _check_full_then_free(tmp_path / "run", capsys, lambda: monkeypatch.setattr(ck, target, fault),
                           monkeypatch.undo)
+
+
+def test_a_log_record_on_a_full_disk(tmp_path, monkeypatch):
+    from transduce import runlog
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = runlog.RunLog(tmp_path, tensorboard=False)
+    monkeypatch.setattr(runlog, "open", full, raising=False)
+    with pytest.raises(ck.CheckpointError, match=r"cannot write the run log .*log\.jsonl: disk full"):
+        log.write(3, 1.0, {"split": "train", "loss": 1.0})
