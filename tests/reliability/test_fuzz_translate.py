@@ -40,8 +40,8 @@ def lines(surrogates: bool) -> st.SearchStrategy[str]:
                      st.text(st.sampled_from("a b c d"), min_size=500, max_size=2000))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data(), beam=st.sampled_from([1, 3]))
 def test_any_unicode_gives_one_result_per_input_in_order(translator, data, beam):
     # sentencepiece raises a TypeError on lone surrogates: see the xfail below
