@@ -93,13 +93,18 @@ def _check_size(texts: list[str], limits: ServeLimits) -> None:
 
 
 def _options(req, translator, limits: ServeLimits) -> DecodeOptions:
-    """The request's checked decoding options (HTTP 422 naming the problem)."""
-    changes = {name: getattr(req, name) for name in SERVER_OPTIONS if getattr(req, name) is not None}
+    """The request's checked decoding options (HTTP 422 naming the problem). Only the
+    options that differ from the model's are changed (and checked again)."""
+    base = translator.config.search
+    changes = {name: getattr(req, name) for name in SERVER_OPTIONS
+               if getattr(req, name) is not None and getattr(req, name) != getattr(base, name)}
     if changes.get("beam", 0) > limits.max_beam or changes.get("nbest", 0) > limits.max_beam:
         raise HTTPException(status_code=422, detail=f"beam and nbest are at most {limits.max_beam} "
                                                     f"here (max_beam)")
     try:
-        opts = translator.options(return_attention=req.attention, **changes)
+        if req.attention != base.return_attention:
+            changes["return_attention"] = req.attention
+        opts = translator.options(**changes)
     except ConfigError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     if req.tree and opts.method != "beam":

@@ -13,8 +13,12 @@ it off the event loop:
   job's sentences longest first, so a request alone is cut exactly as
   ``Translator.translate`` cuts it (batches of ``batch_size``, longest first)
   while it fits the budget, and gives the same outputs;
-* an idle worker waits ``batch_wait_ms`` after the oldest job arrived for
-  others to join; 0 turns merging off (one request per batch).
+* the worker waits up to ``batch_wait_ms`` (counted from the later of the
+  oldest job's arrival and the end of the last batch, so that the clients
+  just answered can join) for others to join, unless the waiting sentences
+  already fill a batch, and only while requests come concurrently (more than
+  one job queued, or the last batch served more than one): a lone client pays
+  no wait. 0 turns merging off (one request per batch).
 
 Results go back to the event loop with ``call_soon_threadsafe``. When the
 queue empties the worker returns freed heap memory to the system (glibc
@@ -106,6 +110,8 @@ class ModelWorker:
         self.jobs: list[Job] = []  # jobs with untaken sentences
         self.in_flight = 0  # admitted cost (source tokens x beam)
         self.stopping = False
+        self.last_jobs = 0  # requests in the last batch: > 1 means clients come concurrently
+        self.free_since = 0.0  # when the last batch ended (time.monotonic)
         self.thread = threading.Thread(target=self._run, name=f"transduce-{name}", daemon=True)
 
     def stop(self) -> None:
@@ -171,7 +177,7 @@ class ModelWorker:
                 return
             self._decode(batch)
             with self.cond:
-                now = time.monotonic()
+                now = self.free_since = time.monotonic()
                 for job in {id(j): j for j, _ in batch}.values():
                     job.ready_since = now
                 idle = not self.jobs
@@ -187,8 +193,9 @@ class ModelWorker:
                     self.cond.wait()
                     continue
                 head = min(self.jobs, key=lambda j: j.ready_since)
-                due = head.arrived + wait - time.monotonic()
-                if wait > 0 and due > 0 and not self._full(head):
+                due = max(head.arrived, self.free_since) + wait - time.monotonic()
+                gather = len(self.jobs) > 1 or self.last_jobs > 1
+                if wait > 0 and due > 0 and gather and not self._full(head):
                     self.cond.wait(due)
                     continue
                 batch = self._take(head)
@@ -220,6 +227,7 @@ class ModelWorker:
                 batch.append((job, job.order.pop(0)))
                 width = w
         self.jobs = [j for j in self.jobs if j.order]
+        self.last_jobs = len({id(j) for j, _ in batch})
         return batch
 
     def _decode(self, batch: list[tuple[Job, int]]) -> None:
