@@ -66,6 +66,7 @@ TranslateRequest = _request_model()
 
 
 def _describe(name: str, translator) -> dict:
+    """One model's entry of GET /api/models: its architecture and decoding defaults."""
     cfg = translator.config
     return {
         "name": name,
@@ -113,6 +114,7 @@ def _options(req, translator, limits: ServeLimits) -> DecodeOptions:
 
 
 def _result(tr, with_attention: bool, tree: dict | None) -> dict:
+    """One Translation as JSON (attention and tree only when asked)."""
     out = {"text": tr.text, "score": tr.score, "nbest": [{"text": t, "score": s} for t, s in tr.nbest]}
     if with_attention:
         out.update(src_tokens=tr.src_tokens, tokens=tr.tokens, attention=tr.attention)
@@ -232,6 +234,7 @@ def _routes(app: FastAPI, workers: dict[str, ModelWorker], limits: ServeLimits, 
 
     @app.post("/api/translate")
     async def translate(req: TranslateRequest) -> dict:
+        """Translate ``texts`` with the request's decoding options (see the module docstring)."""
         name = req.model or default
         if name not in workers:
             raise HTTPException(status_code=404, detail=f"unknown model '{name}' (have: {', '.join(workers)})")
