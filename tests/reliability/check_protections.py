@@ -89,8 +89,9 @@ def check(name: str, file: str, text: str, replacement: str, tests: list[str]) -
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                               cwd=ROOT, env=env, capture_output=True, text=True)
     failed = proc.returncode != 0
-    print(f"{'ok    ' if failed else 'HELD? '} {name}: tests {'fail' if failed else 'still pass'} without it",
-          flush=True)
+    why = next((line[2:].strip() for line in proc.stdout.splitlines() if line.startswith("E ")), "")
+    print(f"{'ok    ' if failed else 'HELD? '} {name}: tests {'fail' if failed else 'still pass'} without it"
+          f"{f' ({why[:150]})' if why else ''}", flush=True)
     return failed
 
 
