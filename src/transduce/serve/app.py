@@ -30,7 +30,7 @@ import typing
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import ConfigDict, Field, create_model
@@ -233,7 +233,7 @@ def _routes(app: FastAPI, workers: dict[str, ModelWorker], limits: ServeLimits, 
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/api/translate")
-    async def translate(req: TranslateRequest) -> dict:
+    async def translate(req: TranslateRequest) -> JSONResponse:
         """Translate ``texts`` with the request's decoding options (see the module docstring)."""
         name = req.model or default
         if name not in workers:
@@ -247,8 +247,8 @@ def _routes(app: FastAPI, workers: dict[str, ModelWorker], limits: ServeLimits, 
         except Exception as exc:  # noqa: BLE001 -- the model failed on this batch; the server goes on
             raise HTTPException(status_code=500, detail=f"decoding failed: {type(exc).__name__}: {exc}") from None
         trees = job.trees if req.tree else [None] * len(job.results)
-        return {"model": name, "translations": [_result(tr, req.attention, t)
-                                                for tr, t in zip(job.results, trees)]}
+        return JSONResponse({"model": name, "translations": [_result(tr, req.attention, t)
+                                                             for tr, t in zip(job.results, trees)]})
 
 
 def model_names(dirs: list[str]) -> list[str]:

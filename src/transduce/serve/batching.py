@@ -16,7 +16,8 @@ it off the event loop:
 * the worker waits up to ``batch_wait_ms`` (counted from the later of the
   oldest job's arrival and the end of the last batch, so that the clients
   just answered can join) for others to join, unless the waiting sentences
-  already fill a batch, and only while requests come concurrently (more than
+  already fill a batch or as many requests wait as the last batch served plus
+  those then waiting, and only while requests come concurrently (more than
   one job queued, or the last batch served more than one): a lone client pays
   no wait. 0 turns merging off (one request per batch).
 
@@ -112,6 +113,7 @@ class ModelWorker:
         self.stopping = False
         self.last_jobs = 0  # requests in the last batch: > 1 means clients come concurrently
         self.free_since = 0.0  # when the last batch ended (time.monotonic)
+        self.expect = 0  # requests expected back for the next batch (see _full)
         self.thread = threading.Thread(target=self._run, name=f"transduce-{name}", daemon=True)
 
     def stop(self) -> None:
@@ -180,6 +182,7 @@ class ModelWorker:
                 now = self.free_since = time.monotonic()
                 for job in {id(j): j for j, _ in batch}.values():
                     job.ready_since = now
+                self.expect = self.last_jobs + len(self.jobs)  # clients answered + those waiting
                 idle = not self.jobs
             if idle and _MALLOC_TRIM is not None:
                 _MALLOC_TRIM(0)
@@ -204,11 +207,14 @@ class ModelWorker:
             return None
 
     def _full(self, head: Job) -> bool:
-        """Whether the waiting sentences compatible with ``head`` already fill a batch."""
+        """Whether waiting is over: the sentences compatible with ``head`` fill a batch,
+        or as many requests wait as the last batch served plus those then waiting
+        (closed-loop clients: everyone is back)."""
         mates = [j for j in self.jobs if j.key == head.key]
         n = sum(len(j.order) for j in mates)
         width = max(len(j.sources[j.order[0]].ids) for j in mates)
-        return n >= head.opts.batch_size or batch_cost(n, width, head.opts) >= self.limits.batch_tokens
+        return (n >= head.opts.batch_size or len(mates) >= self.expect
+                or batch_cost(n, width, head.opts) >= self.limits.batch_tokens)
 
     def _take(self, head: Job) -> list[tuple[Job, int]]:
         """Up to one budget-sized batch: ``head``'s sentences first, then those of

@@ -41,8 +41,8 @@ class ServeLimits:
     """Budget of one model batch: sentences x longest source x beam (one
     sentence over it still runs, alone)."""
     batch_wait_ms: float = ranged(5.0, 0.0, 1000.0)
-    """How long an idle model waits to gather compatible requests into one
-    batch; 0 turns dynamic batching off (one request per batch)."""
+    """How long a model waits to gather concurrent compatible requests into one
+    batch (see batching.py); 0 turns dynamic batching off (one request per batch)."""
     timeout_s: float = ranged(60.0, 0.0, 86_400.0, lo_open=True)
     """Time limit of one request's decoding (504 past it)."""
 
@@ -75,7 +75,7 @@ FLAG_HELP = {
     "max_request_tokens": "source tokens x beam of one request (413 past it)",
     "max_tokens_in_flight": "source tokens x beam admitted and not yet answered, per model (429 past it)",
     "batch_tokens": "budget of one model batch: sentences x longest source x beam",
-    "batch_wait_ms": "how long an idle model gathers requests into one batch; 0 = no dynamic batching",
+    "batch_wait_ms": "how long a model gathers concurrent requests into one batch; 0 = no dynamic batching",
     "timeout_s": "time limit of one request's decoding (504 past it)",
 }
 """The ``transduce serve`` flag of each field (``--max-texts`` ...)."""
