@@ -27,7 +27,7 @@ from .metrics import format_table
 from .prepare import format_report, prepare
 from .runfolder import STEP_PREFIX, step_of
 from .serve.limits import add_limit_args, limits_from_args
-from .train import train
+from .train import TrainingDiverged, train
 from .translator import Translator, evaluate
 from .version import __version__
 
@@ -552,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"transduce: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"transduce: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("transduce: interrupted", file=sys.stderr)
         return 130

@@ -94,8 +94,6 @@ def test_checkpoint_writers_refuse_non_finite_tensors(tmp_path, tiny_config):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(raises=TrainingDiverged, strict=False,
-                   reason="cli.py (the lead's) maps TrainingDiverged to one line and exit 1")
 def test_the_cli_says_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
     _nan_loss_from(monkeypatch, 3)
     config = tmp_path / "tiny.yaml"
