@@ -392,7 +392,14 @@ def _port(text: str) -> int:
     return value
 
 
-class _SubParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line, like every other user error (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"transduce: error: {message} (see: {self.prog} --help)\n")
+
+
+class _SubParser(_Parser):
     """Every sub-command's parser states defaults in its help (see _Help)."""
 
     def __init__(self, *args, **kwargs):  # argparse passes its own keywords through
@@ -412,7 +419,7 @@ class _Help(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="transduce", formatter_class=_Help,
         description="Recurrent encoder-decoder models: train, translate, evaluate, serve.",
     )

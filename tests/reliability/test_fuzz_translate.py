@@ -4,7 +4,6 @@ input, in input order; bad argument types are a TypeError naming the argument.
 
 (The server's fuzz and burst tests belong to the server's suite, issue 13.)
 """
-from pathlib import Path
 
 import pytest
 import yaml
