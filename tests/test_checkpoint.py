@@ -226,3 +226,15 @@ def test_meta_sizes_must_match_the_vocabularies(tmp_path):
     (tmp_path / "m" / "meta.json").write_text(json.dumps({**meta, "src_vocab_size": meta["src_vocab_size"] + 1}))
     with pytest.raises(CheckpointError, match=r"src\.vocab\.json: \d+ tokens, but .*meta\.json says"):
         ck.load_model(tmp_path / "m")
+
+
+def test_weights_files_get_the_usual_mode_not_0600(tmp_path):
+    import os
+    import stat
+
+    from transduce.checkpoint import _save_tensors
+
+    _save_tensors({"w": torch.ones(2)}, tmp_path / "w.safetensors")
+    (tmp_path / "t.txt").write_text("x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "w.safetensors").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "t.txt").st_mode) and mode & 0o044

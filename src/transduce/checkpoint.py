@@ -128,15 +128,32 @@ def _safetensors_io() -> Iterator[None]:
 
 
 def _save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write named tensors to a safetensors file."""
+    """Write named tensors to a safetensors file (mode as for any file: see _usual_mode)."""
     with _safetensors_io():
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    _usual_mode(path)
 
 
 def _save_module(model: nn.Module, path: Path) -> None:
     """Write a module's state dict; shared (tied) tensors are stored once."""
     with _safetensors_io():
         _st_save_model(model, str(path), metadata={"format": "pt"})
+    _usual_mode(path)
+
+
+def _usual_mode(path: Path) -> None:
+    """safetensors creates its files 0600; give them the mode the umask gives other files
+    (0644 usually), so that a model folder copied for another user can be read."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def non_finite(tensors: dict[str, Tensor]) -> list[str]:
