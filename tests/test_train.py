@@ -1,5 +1,6 @@
 """Trainer: end to end on a toy corpus, exact resume, Ctrl-C, the data report."""
 import json
+import re
 import signal
 
 import pytest
@@ -149,3 +150,34 @@ def test_an_unclipped_gradient_norm_is_logged(tmp_path, tiny_config):
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     norms = [r["grad_norm"] for r in records if "grad_norm" in r]
     assert norms and all(isinstance(n, float) and n > 0 for n in norms)
+
+
+def test_plain_progress_line_every_n_seconds(capsys):
+    from types import SimpleNamespace
+
+    clock = iter([0.0, 0.0, 10.0, 20.0, 35.0])
+    progress = train_mod.PlainProgress(every=30.0, enabled=True, clock=lambda: next(clock))
+    trainer = SimpleNamespace(step=1, elapsed=0.0, workers=SimpleNamespace(world=1),
+                              train_cfg=SimpleNamespace(max_steps=101, max_minutes=None),
+                              optimizer=SimpleNamespace(param_groups=[{"lr": 1e-3}]))
+    stats = train_mod.Interval(loss=50.0, tokens=100, start=0.0)
+    for step in (1, 11, 21, 36):
+        trainer.step = step
+        progress.maybe_say(trainer, stats)
+    lines = capsys.readouterr().err.splitlines()
+    # one line, at 35 s: 36 steps in 35 s -> 65 steps left take 63 s
+    assert len(lines) == 1
+    assert re.fullmatch(r"transduce: step 36/101 loss 0\.5000 tok/s [\d,]+ lr 0\.001 eta 0:01:03", lines[0])
+
+
+def test_time_budget_stops_training_and_drives_the_cosine(tiny_config, tmp_path, capsys):
+    cfg = tiny_config(train={"max_steps": 1000, "max_minutes": 0.001, "lr_schedule": "cosine",
+                             "valid_every": 1000})
+    summary = train(cfg, tmp_path / "run")
+    assert 0 < summary["steps"] < 1000
+    assert "time budget of 0.001 minutes reached" in capsys.readouterr().err
+    from transduce.schedules import LRSchedule
+
+    schedule = LRSchedule(cfg.train)
+    assert schedule.lr_at(10, time_done=1.0) == pytest.approx(cfg.train.min_lr)
+    assert schedule.lr_at(10, time_done=0.5) < schedule.lr_at(10)

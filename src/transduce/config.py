@@ -159,6 +159,10 @@ class TrainConfig:
     """If set, batches of this many sentences instead of batch_tokens."""
     max_steps: int = ranged(10000, 1)
     max_epochs: int | None = ranged(None, 1)
+    max_minutes: float | None = ranged(None, 0.0, lo_open=True)
+    """Also stop after this many minutes of training (validations included, resumed
+    sessions added up); linear/cosine decay then follows the larger of the step and
+    the time fraction, so a budgeted run depends on the machine's speed."""
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = ranged(1e-3, 0.0, 100.0, lo_open=True)
     weight_decay: float = ranged(0.0, 0.0)
@@ -215,6 +219,9 @@ class TrainConfig:
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1 ..."""
     tensorboard: bool = True
     progress: bool = True
+    """A progress bar on a terminal; elsewhere (a log file, nohup) a plain line every
+    progress_every seconds."""
+    progress_every: float = ranged(30.0, 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)

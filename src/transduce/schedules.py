@@ -63,12 +63,14 @@ class LRSchedule:
         self.best: float | None = None
         self.bad = 0
 
-    def lr_at(self, s: int) -> float:
-        """The learning rate of update ``s`` (0-based), warm-up included."""
+    def lr_at(self, s: int, time_done: float = 0.0) -> float:
+        """The learning rate of update ``s`` (0-based), warm-up included; linear and
+        cosine decay follow the larger of the step fraction and ``time_done`` (the
+        fraction of a train.max_minutes budget spent)."""
         c = self.cfg
         if c.lr_schedule in ("linear", "cosine"):
             span = max(1, c.max_steps - c.warmup_steps)
-            done = min(1.0, max(0, s - c.warmup_steps) / span)
+            done = min(1.0, max(max(0, s - c.warmup_steps) / span, time_done))
             shape = 1.0 - done if c.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
             lr = c.min_lr + (c.lr - c.min_lr) * shape
         else:

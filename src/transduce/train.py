@@ -268,6 +268,41 @@ class Interval:
 
 # --- the trainer -------------------------------------------------------------------
 
+class PlainProgress:
+    """Where no progress bar is drawn (stderr is a log file or nohup's), one plain line
+    every ``every`` seconds: step, loss, tokens/s, lr, ETA."""
+
+    def __init__(self, every: float, enabled: bool, clock=time.perf_counter):
+        self.every, self.enabled, self.clock = every, enabled, clock
+        self.last = clock()
+        self.start_step: int | None = None
+        self.start_time = self.last
+
+    def maybe_say(self, trainer: "Trainer", stats: Interval) -> None:
+        """Print the line when ``every`` seconds have passed since the last one."""
+        now = self.clock()
+        if self.start_step is None:
+            self.start_step, self.start_time = trainer.step - 1, now
+        if not self.enabled or now - self.last < self.every:
+            return
+        self.last = now
+        opts = trainer.train_cfg
+        rate = (trainer.step - self.start_step) / max(1e-9, now - self.start_time)  # steps/s
+        left = (opts.max_steps - trainer.step) / max(rate, 1e-9)
+        if opts.max_minutes:
+            left = min(left, 60 * opts.max_minutes - trainer.elapsed)
+        loss = stats.loss / stats.tokens if stats.tokens else float("nan")
+        _say(f"step {trainer.step}/{opts.max_steps} loss {loss:.4f} "
+             f"tok/s {stats.tokens_per_second(trainer.workers.world):,.0f} "
+             f"lr {trainer.optimizer.param_groups[0]['lr']:.3g} eta {_clock(max(0.0, left))}")
+
+
+def _clock(seconds: float) -> str:
+    """H:MM:SS."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class Trainer:
     """Owns the model, optimizer, schedules and counters of one training run."""
 
@@ -298,6 +333,8 @@ class Trainer:
         self.updating = False  # from the optimizer step until the counters move (see _stop_on_interrupt)
         self.stop_requested = self.interrupted = self.stopped_early = False
         self.nonfinite = 0  # consecutive updates skipped for a non-finite loss or gradient norm
+        show_plain = opts.progress and self.workers.main and not sys.stderr.isatty()
+        self.plain_progress = PlainProgress(opts.progress_every, show_plain)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         if start:
             self._restore(start)
@@ -444,6 +481,11 @@ class Trainer:
         stats.steps += 1
         self.tokens_seen += n_global
 
+    def _time_done(self) -> float:
+        """Fraction of the train.max_minutes budget spent (0 without a budget)."""
+        budget = self.train_cfg.max_minutes
+        return min(1.0, self.elapsed / (60.0 * budget)) if budget else 0.0
+
     def _update(self, loss_finite: bool) -> float:
         """Clip, set the lr of this step, step the optimizer; -> the gradient norm.
 
@@ -452,7 +494,7 @@ class Trainer:
         """
         self.scaler.unscale_(self.optimizer)
         norm = self._grad_norm()
-        lr = self.lr_schedule.lr_at(self.step)
+        lr = self.lr_schedule.lr_at(self.step, self._time_done())
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         if not self.scaler.is_enabled() and not (loss_finite and math.isfinite(norm)):
@@ -587,6 +629,8 @@ class Trainer:
                 self.interrupted = True
         if self.interrupted or self.stop_requested:
             return self._stop_on_interrupt()
+        if self._time_done() >= 1.0 and self.step < self.train_cfg.max_steps:
+            self._info(f"time budget of {self.train_cfg.max_minutes:g} minutes reached at step {self.step}")
         if self.validated_at != self.step:
             self.validate_and_save()
         return self.summary()
@@ -607,7 +651,8 @@ class Trainer:
         """The updates, with train records every log_every steps and validation every valid_every."""
         stats, t0, base = Interval(), time.perf_counter(), self.elapsed
         opts = self.train_cfg
-        while self.step < opts.max_steps and not (self.stop_requested or self.stopped_early):
+        while (self.step < opts.max_steps and self._time_done() < 1.0
+               and not (self.stop_requested or self.stopped_early)):
             group = self.next_group()
             if group is None:
                 break
@@ -621,6 +666,7 @@ class Trainer:
                                      "gradient norm and were skipped")
             self.elapsed = base + time.perf_counter() - t0
             bar.update(1)
+            self.plain_progress.maybe_say(self, stats)
             if self.step % opts.log_every == 0 or self.step == opts.max_steps:
                 bar.set_postfix(loss=f"{stats.loss / max(1, stats.tokens):.3f}",
                                 tok_s=f"{stats.tokens_per_second(self.workers.world):.0f}")
