@@ -1,11 +1,13 @@
 """The command line end to end, on the toy recipe, in a temporary folder."""
 import io
 import json
+import re
 import subprocess
 import sys
 import warnings
 
 import pytest
+import torch
 
 from conftest import TOY_OVERRIDES
 from transduce import config
@@ -319,3 +321,24 @@ def test_threads_flag_and_environment(capsys, monkeypatch):
         assert code == 2 and "TRANSDUCE_THREADS must be an integer >= 1" in err
     finally:
         torch.set_num_threads(before)
+
+
+def test_fine_tuning_starts_from_the_model_folder(capsys, tmp_path):
+    from transduce.checkpoint import read_tensors
+
+    base = _small_run(tmp_path, "base")
+    capsys.readouterr()
+    tuned = tmp_path / "tuned"
+    code = main(["train", "toy", *TOY_OVERRIDES, "data.toy_vocab=12", "data.toy_size=100",
+                 "train.max_steps=2", "train.valid_every=2", "train.lr=1e-9", "train.min_lr=0", "model.hidden=32",
+                 "--init-from", str(base), "--out", str(tuned)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "its model.* settings are kept (model.hidden (32 vs 64)" in err
+    assert f"fine-tuning from {base}" in err
+    assert re.search(r"[1-9][\d.]*% of the training source tokens .* are not in the vocabulary", err)
+    assert (tuned / "src.vocab.json").read_text() == (base / "src.vocab.json").read_text()
+    a, b = read_tensors(base / "model.safetensors"), read_tensors(tuned / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # lr 1e-9: still the base weights
+    steps = [json.loads(line)["step"] for line in (tuned / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 2  # a fresh step count

@@ -6,6 +6,7 @@ else, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ from .prepare import format_report, prepare
 from .runfolder import STEP_PREFIX, step_of
 from .serve.limits import add_limit_args, limits_from_args
 from .train import TrainingDiverged, train
-from .translator import Translator, evaluate
+from .translator import Translator, evaluate, model_folder
 from .version import __version__
 
 
@@ -55,7 +56,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                             "--train FILE (your own data) or --resume RUN")
         cfg = config.load(recipe_path(args.config), args.overrides)
         out = Path(args.out or f"runs/{Path(args.config).stem}")
-    summary = train(cfg, out, resume=bool(args.resume))
+    if args.init_from is not None:
+        if args.resume:
+            raise UserError("--init-from starts a new run; --resume continues one: give one of them")
+        cfg = _adopt_architecture(cfg, Path(args.init_from))
+    summary = train(cfg, out, resume=bool(args.resume), init_from=args.init_from)
     print(json.dumps(summary, indent=2, default=str))
     return 130 if summary.get("interrupted") else 0
 
@@ -84,6 +89,20 @@ def _resume_config(args: argparse.Namespace) -> tuple[config.Config, Path]:
             raise UserError(f"{recipe} does not match the run being resumed ({cfg_file}): {key} "
                             f"differs; resume without CONFIG, changing train.*/search.* with key=value")
     return cfg, run
+
+
+def _adopt_architecture(cfg: config.Config, model_dir: Path) -> config.Config:
+    """``cfg`` with the model.* and tokenizer.* sections of the model folder being fine-tuned
+    (its weights and vocabularies fix them); says so when the given ones differed."""
+    base = config.load(model_folder(model_dir) / "config.yaml")
+    for section in ("model", "tokenizer"):
+        given, kept = getattr(cfg, section), getattr(base, section)
+        if given != kept:
+            key = _first_difference(dataclasses.asdict(given), dataclasses.asdict(kept), f"{section}.")
+            print(f"transduce: --init-from {model_dir}: its {section}.* settings are kept "
+                  f"({key} differs from the config)", file=sys.stderr)
+        setattr(cfg, section, kept)
+    return cfg
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
@@ -444,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<config or training file name>)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue the run in RUN where it stopped (train.*/search.* overrides allowed)")
+    p.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="fine-tune: start from this model folder's weights and vocabularies (its "
+                        "model.* and tokenizer.* settings), with a fresh optimizer, schedule, step "
+                        "count and best score, on the data of CONFIG or --train")
     p.add_argument("--train", nargs="+", metavar="FILE",
                    help="your own training data: one TSV file (source<TAB>target) or two line-aligned "
                         "files, .gz ok; tokenizers and steps are sized for it")

@@ -190,6 +190,8 @@ class Splits:
     valid: list[Pair]
     test: list[Pair]
     stats: dict[str, FilterStats] = field(default_factory=dict)
+    valid_carved: bool = False
+    """True when valid was set aside from the training files (no data.valid given)."""
 
 
 # --- cmudict -------------------------------------------------------------------
@@ -439,10 +441,11 @@ def load_splits(cfg) -> Splits:
         where = cfg.corpus or ", ".join(cfg.train or [])
         raise DataError(f"training corpus {where} is empty "
                         f"({stats['train'].empty} empty pairs dropped)")
-    if not cfg.corpus and not cfg.valid and len(train) > 1:
+    carved = not cfg.corpus and not cfg.valid and len(train) > 1
+    if carved:
         n_valid = max(1, min(1000, len(train) // 20))
         train, valid = _subsample(train, n_valid, cfg.seed)
     if cfg.max_train is not None and len(train) > cfg.max_train:
         _, train = _subsample(train, cfg.max_train, cfg.seed)
     stats["train"].kept, stats["valid"].kept = len(train), len(valid)
-    return Splits(train, valid, test, stats)
+    return Splits(train, valid, test, stats, carved)

@@ -95,8 +95,8 @@ from .runfolder import ResumePoint, RunFolder
 from .runlog import RunLog
 from .sampling import make_next_input, two_pass_inputs
 from .schedules import EarlyStopping, LRSchedule, teacher_forcing_ratio
-from .translator import Translator
-from .vocab import Codec, build_codecs
+from .translator import Translator, model_folder
+from .vocab import UNK, Codec, build_codecs
 
 DECODE_METRICS = ["bleu", "chrf", "wer", "per", "exact_match"]
 
@@ -199,6 +199,8 @@ class TrainingData:
     valid_pairs: list[tuple[str, str]]
     sampler: BatchSampler
     dropped_too_long: int = 0  # training pairs over data.max_len tokens (or with an empty source)
+    valid_carved: bool = False  # valid set aside from the training files (no data.valid)
+    unknown: tuple[float, float] = (0.0, 0.0)  # % of training source / target tokens that are <unk>
 
     @property
     def codecs(self) -> tuple[Codec, Codec]:
@@ -220,7 +222,18 @@ def build_data(cfg: Config, codecs: tuple[Codec, Codec] | None = None) -> Traini
     sampler = BatchSampler(example_sizes(train), opts.batch_tokens, opts.batch_sentences, shuffle=True,
                            seed=opts.seed)
     return TrainingData(src_codec, tgt_codec, train, [valid[i] for i in valid_keep],
-                        [splits.valid[i] for i in valid_keep], sampler, dropped)
+                        [splits.valid[i] for i in valid_keep], sampler, dropped, splits.valid_carved,
+                        _unknown_percent(train))
+
+
+def _unknown_percent(examples: list[Example]) -> tuple[float, float]:
+    """Percent of source and target ids that are UNK (pieces the vocabularies lack)."""
+    sides = [[ex.src_ids for ex in examples], [ex.tgt_ids for ex in examples]]
+    out = []
+    for rows in sides:
+        total = sum(len(r) for r in rows)
+        out.append(100.0 * sum(r.count(UNK) for r in rows) / total if total else 0.0)
+    return out[0], out[1]
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -306,8 +319,11 @@ def _clock(seconds: float) -> str:
 class Trainer:
     """Owns the model, optimizer, schedules and counters of one training run."""
 
-    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False):
-        """Set up the run in ``out_dir``: a fresh one, or the newest loadable checkpoint when ``resume``."""
+    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False,
+                 init_from: str | Path | None = None):
+        """Set up the run in ``out_dir``: a fresh one, the newest loadable checkpoint when
+        ``resume``, or a fine-tuning run starting from the weights and vocabularies of the
+        model folder ``init_from`` (fresh optimizer, schedule, step and best score)."""
         self.cfg, self.train_cfg, self.out = cfg, cfg.train, Path(out_dir)
         opts = self.train_cfg
         self.device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")), key="train.device")
@@ -316,8 +332,11 @@ class Trainer:
         self.folder = RunFolder(self.out, opts.keep_last, opts.keep_best, HIGHER_IS_BETTER[opts.early_stop_metric])
         self.runlog = RunLog(self.out, opts.tensorboard, enabled=self.workers.main)
         start = self._find_start(resume)
-        self.data = build_data(cfg, (start.loaded.src_codec, start.loaded.tgt_codec) if start else None)
-        self.model = self._build_model(start)  # the Seq2Seq itself
+        self.init_from = None if start or init_from is None else model_folder(init_from)
+        init = checkpoint.load_model(self.init_from) if self.init_from else None
+        source = start.loaded if start else init
+        self.data = build_data(cfg, (source.src_codec, source.tgt_codec) if source else None)
+        self.model = self._build_model(start, init)  # the Seq2Seq itself
         self.wrapped = self._wrap(self.model)  # what the training forward calls: DDP or the model
         self.optimizer = make_optimizer(opts, self.model.parameters())
         self.lr_schedule = LRSchedule(opts)
@@ -351,12 +370,19 @@ class Trainer:
         self.folder.check_fresh()
         return None
 
-    def _build_model(self, start: ResumePoint | None) -> nn.Module:
-        """The resumed model, or a fresh one seeded with train.seed; on the device, in train mode."""
+    def _build_model(self, start: ResumePoint | None, init: checkpoint.Loaded | None) -> nn.Module:
+        """The resumed model, the ``init_from`` model, or a fresh one seeded with train.seed;
+        on the device, in train mode."""
         if start is not None:
             if start.loaded.config.model != self.cfg.model:
                 raise ConfigError(f"cannot change the model.* settings when resuming {self.out}")
             model = start.loaded.model
+        elif init is not None:
+            if init.config.model != self.cfg.model:
+                raise ConfigError(f"--init-from {self.init_from}: the config's model.* settings differ "
+                                  f"from the model folder's (fine-tuning keeps its architecture)")
+            seed_everything(self.train_cfg.seed)
+            model = init.model
         else:
             seed_everything(self.train_cfg.seed)
             model = Seq2Seq.from_config(self.cfg.model, len(self.data.src_codec.vocab),
@@ -644,8 +670,19 @@ class Trainer:
         if not data.valid:
             self._info("the validation split is empty: no validation metrics, early stopping or best-N "
                        "checkpoints; the run folder holds the last model")
+        elif data.valid_carved:
+            self._info(f"the {len(data.valid)} validation pairs were set aside from the training data "
+                       f"(no data.valid given)")
+        if self.init_from is not None:
+            self._info(f"fine-tuning from {self.init_from}: its weights and vocabularies, a fresh "
+                       f"optimizer, schedule and step count")
+        if any(data.unknown):
+            self._info(f"{data.unknown[0]:.2f}% of the training source tokens and {data.unknown[1]:.2f}% "
+                       f"of the target tokens are not in the vocabulary (<unk>)")
         self._log({"split": "data", "train_pairs": len(data.train),
-                   "dropped_too_long": data.dropped_too_long, "valid_pairs": len(data.valid)})
+                   "dropped_too_long": data.dropped_too_long, "valid_pairs": len(data.valid),
+                   "valid_carved": data.valid_carved, "unknown_src_pct": data.unknown[0],
+                   "unknown_tgt_pct": data.unknown[1]})
 
     def _loop(self, bar) -> None:
         """The updates, with train records every log_every steps and validation every valid_every."""
@@ -737,9 +774,11 @@ class Trainer:
         self.workers.close()
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict:
-    """Train ``cfg`` into ``out_dir`` (resume the run there when ``resume``); returns a summary."""
-    trainer = Trainer(cfg, out_dir, resume)
+def train(cfg: Config, out_dir: str | Path, resume: bool = False,
+          init_from: str | Path | None = None) -> dict:
+    """Train ``cfg`` into ``out_dir`` (resume the run there when ``resume``; start from the
+    model folder ``init_from``'s weights and vocabularies: fine-tuning); returns a summary."""
+    trainer = Trainer(cfg, out_dir, resume, init_from)
     try:
         return trainer.run()
     finally:
