@@ -15,7 +15,7 @@ from transduce.cli import build_parser  # noqa: E402
 from transduce.errors import ConfigError  # noqa: E402
 from transduce.serve.app import create_app, model_names  # noqa: E402
 from transduce.serve.limits import ServeLimits, limits_from_args  # noqa: E402
-from transduce.translator import Translator, _Source  # noqa: E402
+from transduce.translator import Source, Translator  # noqa: E402
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ReverseTranslator:
     """Reverses the characters of each text; records the options it was called with."""
 
     options = Translator.options  # the real merging and checking of decoding options
-    _generator = Translator._generator
+    generator = Translator.generator
 
     def __init__(self):
         self.config = config.load(None, ["search.beam=4"])
@@ -40,11 +40,11 @@ class ReverseTranslator:
         self.calls = []
         self.device = "cpu"
 
-    def _tokenize(self, texts):
+    def tokenize(self, texts):
         """One piece per character (what the server's worker batches)."""
-        return [_Source(list(text), [4] * len(text)) for text in texts]
+        return [Source(list(text), [4] * len(text)) for text in texts]
 
-    def _decode_batch(self, batch, options, generator):
+    def decode_sources(self, batch, options, generator=None, tree=None):
         nbest, return_attention = options.nbest, options.return_attention
         self.calls.append({"beam": options.beam, "nbest": nbest, "attention": return_attention,
                            "method": options.method})

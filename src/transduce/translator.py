@@ -158,7 +158,7 @@ def _check_texts(texts) -> list[str]:
 
 
 @dataclass
-class _Source:
+class Source:
     """A tokenized input: pieces and ids aligned one to one."""
 
     pieces: list[str]
@@ -211,11 +211,11 @@ class Translator:
         on top. Sampling draws from ``generator`` (default: one seeded by ``seed``)."""
         opts = self.options(options, **changes)
         if generator is None and opts.method == "sample":
-            generator = self._generator(opts.seed)
-        sources = self._tokenize(_check_texts(texts))
+            generator = self.generator(opts.seed)
+        sources = self.tokenize(_check_texts(texts))
         results: list[Translation | None] = [None] * len(sources)
         for idx in self._batches(sources, opts.batch_size):
-            for i, tr in zip(idx, self._decode_batch([sources[i] for i in idx], opts, generator)):
+            for i, tr in zip(idx, self.decode_sources([sources[i] for i in idx], opts, generator)):
                 results[i] = tr
         for i, src in enumerate(sources):
             if results[i] is None:  # empty input: n-best empty outputs, no model run
@@ -231,7 +231,7 @@ class Translator:
         :meth:`translate`; sampling draws from one generator for the whole stream."""
         opts = self.options(options, **changes)
         chunk_size = chunk_size or 16 * opts.batch_size
-        generator = self._generator(opts.seed) if opts.method == "sample" else None
+        generator = self.generator(opts.seed) if opts.method == "sample" else None
         buffer: list[str] = []
         for line in lines:
             buffer.append(line.rstrip("\r\n"))
@@ -243,7 +243,8 @@ class Translator:
 
     # --- internals -------------------------------------------------------------
 
-    def _generator(self, seed: int | None) -> torch.Generator:
+    def generator(self, seed: int | None) -> torch.Generator:
+        """A sampling generator on the device, seeded with ``seed`` (None: a random seed)."""
         gen = torch.Generator(device=self.device)
         if seed is None:
             gen.seed()
@@ -251,7 +252,7 @@ class Translator:
             gen.manual_seed(seed)
         return gen
 
-    def _tokenize(self, texts: list[str]) -> list[_Source]:
+    def tokenize(self, texts: list[str]) -> list[Source]:
         """Pieces and ids per text, sources cut to max_src_len (warned once)."""
         piece_lists = self.src_codec.tokenizer.encode_batch(texts)
         sources, n_cut = [], 0
@@ -259,7 +260,7 @@ class Translator:
             cut = len(pieces) > self.max_src_len
             pieces = pieces[:self.max_src_len]
             n_cut += cut
-            sources.append(_Source(pieces, self.src_codec.vocab.encode(pieces), cut, text))
+            sources.append(Source(pieces, self.src_codec.vocab.encode(pieces), cut, text))
         if n_cut and not self._warned:
             self._warned = True
             warnings.warn(f"{n_cut} input(s) longer than {self.max_src_len} tokens were cut to "
@@ -268,7 +269,7 @@ class Translator:
         return sources
 
     @staticmethod
-    def _batches(sources: list[_Source], size: int) -> list[list[int]]:
+    def _batches(sources: list[Source], size: int) -> list[list[int]]:
         """Indices of non-empty sources, longest first, in batches of ``size``."""
         order = sorted((i for i, s in enumerate(sources) if s.ids), key=lambda i: -len(sources[i].ids))
         return [order[k:k + size] for k in range(0, len(order), size)]
@@ -286,13 +287,17 @@ class Translator:
         with torch.inference_mode(), eval_mode(self.model), autocast(self.device, self.precision):
             yield
 
-    def _decode_batch(self, batch: list[_Source], opts: DecodeOptions, generator) -> list[Translation]:
+    def decode_sources(self, batch: list[Source], opts: DecodeOptions,
+                       generator: torch.Generator | None = None,
+                       tree: search.BeamTree | None = None) -> list[Translation]:
+        """Decode one model batch of tokenized, non-empty sources (:meth:`tokenize`) with
+        ``opts``; ``tree`` records a beam search (the server's batching calls this)."""
         src, lengths = self._pad([s.ids for s in batch])
         with self._running():
-            hyps = search.decode(self.model, src, lengths, opts, generator)
+            hyps = search.decode(self.model, src, lengths, opts, generator, tree)
         return [self._translation(h, s, opts) for h, s in zip(hyps, batch)]
 
-    def _translation(self, hyps: list[search.Hyp], source: _Source, opts: DecodeOptions) -> Translation:
+    def _translation(self, hyps: list[search.Hyp], source: Source, opts: DecodeOptions) -> Translation:
         """Detokenize the n-best Hyps of one sentence."""
         best = hyps[0]
         pieces = self.tgt_codec.pieces(best.tokens)
@@ -332,7 +337,7 @@ class Translator:
     def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
         """Per pair, the model's log-probability of ``target`` given ``source`` (teacher
         forced, EOS included) and its number of target tokens; (0.0, 0) for an empty source."""
-        srcs = self._tokenize(_check_texts(sources))
+        srcs = self.tokenize(_check_texts(sources))
         targets = _check_texts(targets)
         if len(srcs) != len(targets):
             raise UserError(f"{len(srcs)} sources but {len(targets)} targets")
@@ -352,7 +357,7 @@ class Translator:
         """Teacher-forced likelihood of ``references`` given ``sources`` (see :meth:`likelihood`)."""
         if len(sources) != len(references):
             raise UserError(f"{len(sources)} sources but {len(references)} references")
-        srcs = self._tokenize(list(sources))
+        srcs = self.tokenize(list(sources))
         return self.likelihood([Example(s.ids, self.tgt_codec.encode(r))
                                 for s, r in zip(srcs, references)])
 

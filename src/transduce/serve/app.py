@@ -124,10 +124,10 @@ def _result(tr, with_attention: bool, tree: dict | None) -> dict:
 
 
 async def _tokenize(translator, texts: list[str]) -> list:
-    """The texts' sources (``Translator._tokenize``): inline when small, else in a thread."""
+    """The texts' sources (``Translator.tokenize``): inline when small, else in a thread."""
     if sum(map(len, texts)) < INLINE_CHARS:
-        return translator._tokenize(texts)
-    return await asyncio.to_thread(translator._tokenize, texts)
+        return translator.tokenize(texts)
+    return await asyncio.to_thread(translator.tokenize, texts)
 
 
 async def _decode(worker: ModelWorker, req, opts: DecodeOptions) -> Job:
@@ -144,7 +144,7 @@ async def _decode(worker: ModelWorker, req, opts: DecodeOptions) -> Job:
         raise HTTPException(status_code=429, headers={"Retry-After": "1"},
                             detail=f"model '{worker.name}' is busy: more than {limits.max_tokens_in_flight} "
                                    f"tokens x beam in flight (max_tokens_in_flight); retry shortly")
-    generator = translator._generator(opts.seed) if opts.method == "sample" else None
+    generator = translator.generator(opts.seed) if opts.method == "sample" else None
     job = Job(sources, opts, req.tree, asyncio.get_running_loop().create_future(), generator)
     try:
         worker.submit(job)

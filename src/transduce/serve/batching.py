@@ -50,7 +50,7 @@ class Unavailable(RuntimeError):
 
 @dataclass(eq=False)
 class Job:
-    """One request's sources (``Translator._Source``) on their way through a worker."""
+    """One request's sources (``translator.Source``) on their way through a worker."""
 
     sources: list
     opts: DecodeOptions
@@ -245,7 +245,7 @@ class ModelWorker:
             if head.tree:
                 results, trees = decode_with_tree(self.translator, sources, head.opts)
             else:
-                results = self.translator._decode_batch(sources, head.opts, head.generator)
+                results = self.translator.decode_sources(sources, head.opts, head.generator)
                 trees = [None] * len(results)
         except Exception as exc:  # noqa: BLE001 -- answered as a 500 to the jobs of this batch only
             for job in {id(j): j for j, _ in batch}.values():

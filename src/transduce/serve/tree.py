@@ -1,6 +1,6 @@
 """Beam search with its tree recorded, for the web page.
 
-:func:`decode_with_tree` is ``Translator._decode_batch`` with a
+:func:`decode_with_tree` is ``Translator.decode_sources`` with a
 :class:`~transduce.search.BeamTree` passed to the search; :func:`tree_json`
 turns one sentence's recording into what ``/api/translate`` returns with
 ``"tree": true``.
@@ -14,15 +14,13 @@ from ..vocab import EOS
 
 
 def decode_with_tree(translator, batch: list, opts: DecodeOptions) -> tuple[list[Translation], list[dict]]:
-    """Beam-search a batch of tokenized sources (``Translator._Source``) -> the
+    """Beam-search a batch of tokenized sources (``Translator.tokenize``) -> the
     Translations (as ``Translator.translate`` gives them) and one tree per source."""
-    src, lengths = translator._pad([s.ids for s in batch])  # [B, S], [B]
     tree = search.BeamTree()
-    with translator._running():
-        hyps = search.decode(translator.model, src, lengths, opts, tree=tree)
-    results = [translator._translation(h, s, opts) for h, s in zip(hyps, batch)]
-    itos = translator.tgt_codec.vocab.itos
-    trees = [tree_json(tree.steps.get(i, []), hyps[i][0].tokens, itos) for i in range(len(batch))]
+    results = translator.decode_sources(batch, opts, tree=tree)
+    vocab = translator.tgt_codec.vocab
+    trees = [tree_json(tree.steps.get(i, []), vocab.encode(r.tokens), vocab.itos)
+             for i, r in enumerate(results)]
     return results, trees
 
 
