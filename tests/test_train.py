@@ -114,7 +114,8 @@ def test_start_reports_dropped_pairs_in_the_log(tmp_path, tiny_config, capsys):
     train(cfg, tmp_path / "run")
     first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
     assert first == {"step": 0, "split": "data", "train_pairs": len(splits.train) - dropped,
-                     "dropped_too_long": dropped, "valid_pairs": len(splits.valid), "time": 0.0}
+                     "dropped_too_long": dropped, "valid_pairs": len(splits.valid),
+                     "valid_carved": False, "unknown_src_pct": 0.0, "unknown_tgt_pct": 0.0, "time": 0.0}
     assert f"{len(splits.train) - dropped} training pairs ({dropped} dropped" in capsys.readouterr().err
 
 
