@@ -254,6 +254,7 @@ def test_own_data_without_yaml_is_sized_for_it(capsys, tmp_path):
                                 "--out", str(tmp_path / "own")])
     assert code == 0
     assert "60 training pairs" in err and "tokenizer.src=char tokenizer.tgt=char" in err
+    assert "validation pairs were set aside from the training data (no data.valid given)" in err
     cfg = config.load(tmp_path / "own" / "config.yaml")
     assert cfg.data.train == [str(tsv)] and cfg.data.corpus is None
     assert cfg.train.max_steps == 3  # the user's override wins over the sized 500
@@ -342,3 +343,17 @@ def test_fine_tuning_starts_from_the_model_folder(capsys, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # lr 1e-9: still the base weights
     steps = [json.loads(line)["step"] for line in (tuned / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 2  # a fresh step count
+
+
+def test_evaluate_perplexity_only_when_asked(capsys, toy_run, tmp_path):
+    (tmp_path / "src.txt").write_text("1 2 3\n4 5\n")
+    (tmp_path / "ref.txt").write_text("3 2 1\n5 4\n")
+    base = ["evaluate", str(toy_run), "--source", str(tmp_path / "src.txt"), "--reference",
+            str(tmp_path / "ref.txt"), "--json"]
+    code, out, _ = run(capsys, base + ["--metrics", "ppl"])
+    result = json.loads(out)
+    assert code == 0 and result["ppl"] >= 1.0 and result["n_tokens"] == 7 and "bleu" not in result
+    code, out, _ = run(capsys, base)
+    assert code == 0 and "ppl" not in json.loads(out) and "bleu" in json.loads(out)
+    code, _, err = run(capsys, base + ["--metrics", "bleu,perplexity"])
+    assert code == 2 and "unknown metric(s) perplexity" in err and "ppl" in err
