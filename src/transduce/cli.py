@@ -437,14 +437,8 @@ class _Help(argparse.HelpFormatter):
         return f"{text} (default: {action.default})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="transduce", formatter_class=_Help,
-        description="Recurrent encoder-decoder models: train, translate, evaluate, serve.",
-    )
-    parser.add_argument("--version", action="version", version=f"transduce {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
-
+def _prepare_parser(sub) -> None:
+    """The ``prepare`` sub-command's arguments."""
     p = sub.add_parser("prepare", help="check a corpus and print statistics",
                        description="Read a corpus (a TSV file, two line-aligned files, .gz ok, or a "
                                    "built-in corpus name) and print statistics and what would be dropped.")
@@ -454,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token limit used to count over-long pairs (default: 100)")
     p.set_defaults(func=cmd_prepare)
 
+
+def _train_parser(sub) -> None:
+    """The ``train`` sub-command's arguments."""
     p = sub.add_parser("train", help="train a model from a YAML recipe or your own files",
                        description="Train a model. CONFIG is a YAML file or a built-in recipe name "
                                    "(g2p, demo, toy, multi30k, numbers, small, base); or give your "
@@ -477,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --train: small (1-layer biGRU 256) or base (2-layer biLSTM 512)")
     p.set_defaults(func=cmd_train)
 
+
+def _translate_parser(sub) -> None:
+    """The ``translate`` sub-command's arguments."""
     p = sub.add_parser("translate", help="translate lines (stdin -> stdout by default)")
     p.add_argument("model", help="model folder (a training run)")
     p.add_argument("--input", help="input file (default: stdin)")
@@ -488,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p)
     p.set_defaults(func=cmd_translate)
 
+
+def _evaluate_parser(sub) -> None:
+    """The ``evaluate`` sub-command's arguments."""
     p = sub.add_parser("evaluate", help="translate a test set and score it")
     p.add_argument("model", help="model folder")
     p.add_argument("--source", help="source sentences, one a line")
@@ -501,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _score_parser(sub) -> None:
+    """The ``score`` sub-command's arguments."""
     p = sub.add_parser("score", help="log-probabilities of given translations",
                        description="Score each target line given its source line with the model "
                                    "(teacher forced, EOS included): 'logprob<TAB>tokens' per line.")
@@ -513,14 +519,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="inference precision")
     p.set_defaults(func=cmd_score)
 
+
+def _serve_parser(sub) -> None:
+    """The ``serve`` sub-command's arguments."""
     p = sub.add_parser("serve", help="REST API and web page for one or more models")
     p.add_argument("models", nargs="+", help="model folders")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface; mind the limits below)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     add_limit_args(p)
     p.set_defaults(func=cmd_serve)
 
+
+def _demo_parser(sub) -> None:
+    """The ``demo`` sub-command's arguments."""
     p = sub.add_parser("demo", help="the built-in default: train, evaluate and use a g2p model",
                        description="Train the grapheme-to-phoneme recipe on the CMU dictionary with a "
                                    "small model (a few minutes on 2 CPU cores), report WER/PER on the "
@@ -530,10 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides of the demo recipe")
     p.set_defaults(func=cmd_demo)
 
+
+def _plot_parser(sub) -> None:
+    """The ``plot`` sub-command's arguments."""
     p = sub.add_parser("plot", help="draw the training curves of a run to PNG")
     p.add_argument("run", help="run folder")
     p.set_defaults(func=cmd_plot)
 
+
+def _average_parser(sub) -> None:
+    """The ``average`` sub-command's arguments."""
     p = sub.add_parser("average", help="average the weights of several checkpoints")
     p.add_argument("checkpoints", nargs="+",
                    help="model folders with the same architecture, or one run with --last N")
@@ -541,6 +560,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the newest N step checkpoints of the run (needs train.keep_last >= N)")
     p.add_argument("--out", required=True, help="output model folder")
     p.set_defaults(func=cmd_average)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``transduce`` parser: one sub-command per verb, each with ``--threads``."""
+    parser = _Parser(
+        prog="transduce", formatter_class=_Help,
+        description="Recurrent encoder-decoder models: train, translate, evaluate, serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"transduce {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
+
+    _prepare_parser(sub)
+    _train_parser(sub)
+    _translate_parser(sub)
+    _evaluate_parser(sub)
+    _score_parser(sub)
+    _serve_parser(sub)
+    _demo_parser(sub)
+    _plot_parser(sub)
+    _average_parser(sub)
     for p in sub.choices.values():
         p.add_argument("--threads", type=_positive_int, metavar="N",
                        help="torch CPU threads (default: $TRANSDUCE_THREADS, else one per core)")
