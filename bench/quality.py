@@ -34,6 +34,7 @@ from transduce.cli import _checkpoints_to_average  # noqa: E402
 from transduce.checkpoint import average_checkpoints  # noqa: E402
 from transduce.corpora import load_splits  # noqa: E402
 from transduce.demo import score_g2p  # noqa: E402
+from transduce.device import resolve_device, resolve_precision  # noqa: E402
 from transduce.errors import UserError  # noqa: E402
 from transduce.train import train  # noqa: E402
 from transduce.translator import Translator, evaluate  # noqa: E402
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     steps, seconds = training_cost(Path(args.out))
     command = "python bench/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    machine = f"{cpu_name()}, {translator.config.train.precision} training"
+    precision = resolve_precision(resolve_device(translator.config.train.device),
+                                  translator.config.train.precision)
+    machine = f"{cpu_name()}, {precision} training"
     averaged = f" (average of the last {args.average_last})" if args.average_last else ""
     row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "
            f"{seconds / 60:.1f} min | {machine} | `{command}` |")
