@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import config
-from .checkpoint import WEIGHTS, average_checkpoints
+from .checkpoint import average_checkpoints
 from . import sizing
 from .config import PRECISIONS, RECIPES, DecodeOptions, recipe_path
 from .corpora import load_splits, read_lines
@@ -26,7 +26,7 @@ from .demo import run_demo
 from .errors import ConfigError, UserError
 from .metrics import format_table
 from .prepare import format_report, prepare
-from .runfolder import STEP_PREFIX, step_of
+from .runfolder import saved_steps
 from .serve.limits import add_limit_args, limits_from_args
 from .train import TrainingDiverged, train
 from .translator import Translator, evaluate, model_folder
@@ -243,8 +243,7 @@ def _checkpoints_to_average(given: list[str], last: int | None) -> list[Path]:
         return [Path(d) for d in given]
     if len(given) != 1:
         raise UserError("--last N takes one training run folder")
-    found = sorted((p for p in (Path(given[0]) / "checkpoints").glob(f"{STEP_PREFIX}*")
-                    if (p / WEIGHTS).is_file()), key=step_of)
+    found = saved_steps(given[0])
     if len(found) < last:
         raise UserError(f"{given[0]} keeps {len(found)} step checkpoint(s), fewer than --last {last} "
                         f"(train with train.keep_last={last} or more; the default keeps 1)")

@@ -50,6 +50,13 @@ class ResumePoint:
     training: checkpoint.TrainingState
 
 
+def saved_steps(run: str | Path) -> list[Path]:
+    """The ``checkpoints/step-N`` folders of a run that hold weights, oldest first."""
+    folder = Path(run) / "checkpoints"
+    return sorted((p for p in folder.glob(f"{STEP_PREFIX}*") if (p / checkpoint.WEIGHTS).is_file()),
+                  key=step_of)
+
+
 def step_of(path: Path) -> int:
     """N of a ``prefix-N`` folder name; -1 when the name does not end in a number."""
     try:

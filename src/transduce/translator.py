@@ -47,7 +47,7 @@ from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
 from .loss import masked_cross_entropy, token_accuracy, token_losses
 from .metrics import METRICS, perplexity, score_texts
-from .runfolder import STEP_PREFIX, step_of
+from .runfolder import saved_steps
 from .vocab import PAD
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(DecodeOptions))
@@ -131,10 +131,7 @@ def model_folder(path: str | Path) -> Path:
     validation (no model at its root yet) its newest ``checkpoints/step-N``, with a
     UserWarning saying so."""
     path = Path(path)
-    if (path / WEIGHTS).is_file() or not (path / "checkpoints").is_dir():
-        return path
-    steps = sorted((p for p in (path / "checkpoints").glob(f"{STEP_PREFIX}*") if (p / WEIGHTS).is_file()),
-                   key=step_of)
+    steps = [] if (path / WEIGHTS).is_file() else saved_steps(path)
     if not steps:
         return path
     warnings.warn(f"{path} has no best model yet (stopped before its first validation); "
