@@ -88,7 +88,8 @@ def score(translator: Translator, limit: int | None, beam: int | None) -> tuple[
     if cfg.data.corpus == "cmudict":
         got = score_g2p(translator, pairs, limit, options)
         text = (f"WER {got['word_error_rate']:.1f}%, PER {got['phoneme_error_rate']:.1f}% "
-                f"({got['words']:,} words, beam {options.beam})")
+                f"({got['words']:,} words, beam {options.beam}; without stress digits: WER "
+                f"{got['word_error_rate_no_stress']:.1f}%, PER {got['phoneme_error_rate_no_stress']:.1f}%)")
         return name, text, got
     pairs = pairs[:limit]
     got = evaluate(translator, [s for s, _ in pairs], [t for _, t in pairs], ("bleu", "chrf"), options)

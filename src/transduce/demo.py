@@ -8,6 +8,7 @@ distance), prints sample transductions and writes an attention heatmap.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from . import config
@@ -31,15 +32,24 @@ def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None
               options: DecodeOptions | None = None) -> dict:
     """Word and phoneme error rates on (word, pronunciation) pairs, all
     pronunciations of a word counting as references (see metrics.g2p_error_rates);
-    decoded with ``options`` (default: the model's)."""
+    decoded with ``options`` (default: the model's). The same outputs scored with
+    ARPAbet stress digits removed from both sides are under ``..._no_stress`` (the
+    usual convention of published CMUdict figures)."""
     refs: dict[str, list[str]] = {}
     for word, pron in pairs:
         refs.setdefault(word, []).append(pron)
     words = list(refs)[:limit]
     hyps = [tr.text for tr in translator.translate(words, options)]
     scores = g2p_error_rates(hyps, [refs[w] for w in words])
-    scores["words"] = len(words)
+    plain = g2p_error_rates([_no_stress(h) for h in hyps],
+                            [[_no_stress(r) for r in refs[w]] for w in words])
+    scores.update({f"{k}_no_stress": v for k, v in plain.items()}, words=len(words))
     return scores
+
+
+def _no_stress(pron: str) -> str:
+    """An ARPAbet pronunciation without its stress digits (AH0 -> AH)."""
+    return re.sub(r"\d", "", pron)
 
 
 def run_demo(out: Path, quick: bool = False, overrides: list[str] | None = None) -> dict:
