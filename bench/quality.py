@@ -85,7 +85,7 @@ def score(translator: Translator, limit: int | None, beam: int | None) -> tuple[
         raise UserError(f"the corpus of {cfg.data.corpus or cfg.data.train} has no test split")
     options = translator.options() if beam is None else translator.options(beam=beam)
     name = f"{cfg.data.corpus or cfg.data.test} test"
-    if cfg.data.corpus == "cmudict":
+    if (cfg.data.corpus or "").startswith("cmudict"):
         got = score_g2p(translator, pairs, limit, options)
         text = (f"WER {got['word_error_rate']:.1f}%, PER {got['phoneme_error_rate']:.1f}% "
                 f"({got['words']:,} words, beam {options.beam}; without stress digits: WER "

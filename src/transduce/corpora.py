@@ -24,6 +24,9 @@ which needs a download at run time except ``multi30k`` without ``data.path``:
   stable hash of the word, ``zlib.crc32(word) % 100``: ``< 90`` train, ``< 95``
   valid, else test, so all pronunciations of a word fall in one split
   (about 90/5/5 of ~135k pairs).
+* ``cmudict-nostress`` - the same words and split with the stress digits removed
+  (``HH AH L OW``), the convention of most published g2p results on CMUdict;
+  pronunciations that then coincide are kept once.
 * ``numbers-<lang>`` - English number words to ``<lang>`` number words
   (num2words), e.g. ``three hundred and forty-two`` -> ``trescientos cuarenta
   y dos``. Numbers are drawn log-uniformly from 0..999,999
@@ -205,17 +208,28 @@ def cmudict_split(word: str) -> str:
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
 
 
-def cmudict_corpus(cfg) -> RawSplits:
-    """CMU dictionary word -> phones pairs, split by a hash of the word."""
+def cmudict_corpus(cfg, stress: bool = True) -> RawSplits:
+    """CMU dictionary word -> phones pairs, split by a hash of the word.
+
+    Without ``stress`` the vowels lose their stress digits (``AH0`` -> ``AH``) and
+    pronunciations of a word that then coincide are kept once.
+    """
     out: dict[str, list[Pair]] = {"train": [], "valid": [], "test": []}
     entries = cmudict.dict()
     for word in sorted(entries):
         if not _CMU_WORD.match(word):
             continue
         bucket = out[cmudict_split(word)]
-        for phones in entries[word]:
-            bucket.append((word, " ".join(phones)))
+        prons = [" ".join(phones) for phones in entries[word]]
+        if not stress:
+            prons = list(dict.fromkeys(strip_stress(p) for p in prons))
+        bucket.extend((word, pron) for pron in prons)
     return out["train"], out["valid"], out["test"]
+
+
+def strip_stress(pron: str) -> str:
+    """ARPAbet without stress digits: ``HH AH0 L OW1`` -> ``HH AH L OW``."""
+    return re.sub(r"(?<=[A-Z])[012]", "", pron)
 
 
 # --- numbers -------------------------------------------------------------------
@@ -392,6 +406,7 @@ def multi30k_corpus(cfg) -> RawSplits:
 
 BUILTIN: dict[str, Callable[..., RawSplits]] = {
     "cmudict": cmudict_corpus,
+    "cmudict-nostress": partial(cmudict_corpus, stress=False),
     "numbers": numbers_corpus,  # used as numbers-<lang>
     "copy": partial(toy_corpus, task="copy"),
     "reverse": partial(toy_corpus, task="reverse"),
@@ -414,7 +429,7 @@ def load_raw(cfg) -> RawSplits:
         key = builtin_name(cfg.corpus)
         if key is None:
             raise DataError(f"config key 'data.corpus': unknown corpus {cfg.corpus!r} "
-                            f"(built-in: cmudict, numbers-<lang>, copy, reverse, sort, multi30k)")
+                            f"(built-in: cmudict, cmudict-nostress, numbers-<lang>, copy, reverse, sort, multi30k)")
         return BUILTIN[key](cfg)
     if not cfg.train:
         raise DataError("config key 'data.train': no corpus given (set data.corpus "

@@ -8,12 +8,11 @@ distance), prints sample transductions and writes an attention heatmap.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from . import config
 from .config import RECIPES, DecodeOptions
-from .corpora import load_splits
+from .corpora import load_splits, strip_stress
 from .metrics import g2p_error_rates
 from .train import train
 from .translator import Translator
@@ -41,15 +40,10 @@ def score_g2p(translator, pairs: list[tuple[str, str]], limit: int | None = None
     words = list(refs)[:limit]
     hyps = [tr.text for tr in translator.translate(words, options)]
     scores = g2p_error_rates(hyps, [refs[w] for w in words])
-    plain = g2p_error_rates([_no_stress(h) for h in hyps],
-                            [[_no_stress(r) for r in refs[w]] for w in words])
+    plain = g2p_error_rates([strip_stress(h) for h in hyps],
+                            [[strip_stress(r) for r in refs[w]] for w in words])
     scores.update({f"{k}_no_stress": v for k, v in plain.items()}, words=len(words))
     return scores
-
-
-def _no_stress(pron: str) -> str:
-    """An ARPAbet pronunciation without its stress digits (AH0 -> AH)."""
-    return re.sub(r"\d", "", pron)
 
 
 def run_demo(out: Path, quick: bool = False, overrides: list[str] | None = None) -> dict:
