@@ -558,6 +558,8 @@ def translate_onmt(bench: Bench, model: Path, src: Path, decode: Decode, precisi
            "-gpu", "-1", "-report_time"]
     if decode.beam == 1:
         cmd += ["-random_sampling_topk", "1"]
+    else:  # transduce's recipe ranks beams with GNMT's length penalty, alpha 0.6
+        cmd += ["-length_penalty", "wu", "-alpha", "0.6"]
     if bench.args.max_len:
         cmd += ["-max_length", str(bench.args.max_len)]
     text = run_logged(cmd, out.with_suffix(".log"), thread_env(threads, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"),
@@ -1017,10 +1019,11 @@ def inference_section(results: dict, bench: Bench) -> list[str]:
              f"Models of the same architecture (input feeding, fp32) trained {i['infer_steps']} steps "
              f"each; batch 32: {sentences_of(i, 32)} sentences, batch 1: the first "
              f"{sentences_of(i, 1)}. Translation time only (model loading excluded), each run a fresh "
-             f"process; median (range) of {i['alternations']} runs, the tools alternating. Each tool's "
-             f"default search (OpenNMT-py: length penalty avg, max_length 250, greedy = beam 1 with "
-             f"-random_sampling_topk 1; transduce: the recipe's gnmt alpha 0.6, max length 1.5 x source "
-             f"+ 10){'; max length ' + str(i['max_len']) + ' for both' if i['max_len'] else ''}. "
+             f"process; median (range) of {i['alternations']} runs, the tools alternating. Beam "
+             f"search ranks with GNMT's length penalty, alpha 0.6, in both (OpenNMT-py: -length_penalty "
+             f"wu -alpha 0.6, its default max_length 250; greedy = beam 1 with -random_sampling_topk 1; "
+             f"transduce: the recipe's search, max length 1.5 x source + 10)"
+             f"{'; max length ' + str(i['max_len']) + ' for both' if i['max_len'] else ''}. "
              f"Load average {i['load'][0]:.2f} before, {i['load'][1]:.2f} after.", ""]
     for threads in i["threads"]:
         lines += [f"{threads} thread(s):", ""]

@@ -127,6 +127,30 @@ def test_top_finished_early_but_longer_wins_later():
     assert toks_scores(out[0]) == [([A, A], lg(0.54)), ([], lg(0.4))]
 
 
+def test_exact_stop_waits_for_a_longer_winner():
+    # [] finishes first (average score log 0.7); the live [a] looks worse at its
+    # current length (log 0.3 / 2) but every later token has probability 1, so
+    # [a a a a a] ends at log 0.3 / 6, the better score.
+    table = {(): {EOS: 0.7, A: 0.3}, **{(A,) * n: {A: 1.0} for n in range(1, 5)}}
+    opts = DecodeOptions(beam=2, length_penalty="average", max_len=10)
+    quick = Oracle(table)
+    assert toks_scores(beam_search(quick, SRC, LEN, opts)[0]) == [([], lg(0.7))]
+    exact = Oracle(table)
+    got = beam_search(exact, SRC, LEN, dataclasses.replace(opts, exact_stop=True))
+    assert toks_scores(got[0]) == [([A] * 5, round(math.log(0.3) / 6, 6))]
+    assert len(quick.calls) == 1 and len(exact.calls) == 6
+
+
+def test_greedy_drops_finished_sentences():
+    # sentence 0 ends after 2 steps, sentence 1 runs to its limit of 4
+    per = {8: {(): {A: 1.0}, **{(A,) * n: {A: 1.0} for n in range(1, 7)}}}
+    oracle = Oracle(TABLE, per)
+    out = greedy(oracle, torch.tensor([[7], [8]]), torch.tensor([1, 1]),
+                 DecodeOptions(method="greedy", max_len=4))
+    assert [h.tokens for h in out] == [[A], [A] * 4]
+    assert oracle.calls == [2, 2, 1, 1]
+
+
 def test_oracle_min_len():
     out = beam_search(Oracle(TABLE), SRC, LEN, DecodeOptions(beam=2, nbest=2, length_penalty="none", min_len=2, max_len=10))
     assert toks_scores(out[0]) == [([A, A], lg(0.18)), ([A, B_], lg(0.12))]
@@ -188,7 +212,9 @@ def test_early_stop_drops_finished_sentences():
     oracle = Oracle(TABLE, per)
     out = beam_search(oracle, torch.tensor([[7], [8]]), torch.tensor([1, 1]), DecodeOptions(length_penalty="none", beam=2, max_len=6))
     assert out[0][0].tokens == [B_] and out[1][0].tokens == [A] * 6
-    assert oracle.calls == [4, 4, 2, 2, 2, 2]  # sentence 0 left the batch after 2 steps
+    # one row per sentence at the first step (only the empty hypothesis is live),
+    # then beam rows; sentence 0 left the batch after 2 steps
+    assert oracle.calls == [2, 4, 2, 2, 2, 2]
 
 
 def test_coverage_penalty_ranks_by_attention():

@@ -364,6 +364,7 @@ DECODE_FLAGS = {
     "length_penalty": "beam ranking: raw log-prob, per-token average, or GNMT",
     "alpha": "GNMT length penalty exponent",
     "coverage": "GNMT coverage penalty weight (0 = off)",
+    "exact_stop": "beam search: stop a sentence only when no live hypothesis can still win at any length",
     "temperature": "sampling temperature (0 = argmax)",
     "top_k": "sampling: keep the k most likely tokens (0 = all)",
     "top_p": "sampling: nucleus probability mass",

@@ -251,6 +251,11 @@ class DecodeOptions:
     alpha: float = ranged(0.6, 0.0, 10.0)
     coverage: float = ranged(0.0, 0.0, 10.0)
     """GNMT coverage penalty weight (beta); 0 = off."""
+    exact_stop: bool = False
+    """Beam search: keep a sentence running while any live hypothesis could still
+    outscore its finished ones at some length up to the limit (exact, but with a
+    length penalty many more steps); default: stop once none does at its current
+    length, as OpenNMT-py and Hugging Face do."""
     temperature: float = ranged(1.0, 0.0, 100.0)
     """Sampling temperature (0 = argmax)."""
     top_k: int = ranged(0, 0)

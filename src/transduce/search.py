@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import DecodeOptions
 from .vocab import BOS, EOS, PAD
@@ -101,39 +101,52 @@ def coverage_penalty(attn_sum: Tensor, pad_mask: Tensor, beta: float) -> Tensor:
 
 def _decode_one(model, src: Tensor, src_lengths: Tensor, choose: Callable[[Tensor], Tensor],
                 limits: Tensor, min_len: int, return_attention: bool) -> list[Hyp]:
-    """One hypothesis per sentence; ``choose(logp [B, V]) -> tokens [B]`` picks each step."""
+    """One hypothesis per sentence; ``choose(logp [A, V]) -> tokens [A]`` picks each step.
+
+    Only the A sentences still running are decoded: a sentence leaves the batch
+    when it produces EOS or reaches its length limit.
+    """
+    n, dev = src.size(0), src.device
+    limits = limits.to(dev)
+    horizon = int(limits.max().item()) if n else 0
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
-    n = src.size(0)
-    tokens = torch.full((n,), BOS, dtype=torch.long, device=src.device)
-    alive = torch.ones(n, dtype=torch.bool, device=src.device)
-    logprob = torch.zeros(n, device=src.device)
-    lengths = torch.zeros(n, dtype=torch.long, device=src.device)
-    steps, attns = [], []
-    limits = limits.to(src.device)
-    for t in range(int(limits.max().item()) + 1 if n else 0):
-        alive &= t < limits
-        if not alive.any():
+    out_tokens = torch.zeros(n, horizon, dtype=torch.long, device=dev)  # [B, T]
+    lengths = torch.zeros(n, dtype=torch.long, device=dev)  # tokens before EOS
+    logprob = torch.zeros(n, device=dev)
+    attn = None  # [B, T, S] once a step returns attention (and it is wanted)
+    ids = torch.arange(n, device=dev)  # [A] the running sentences
+    ids = ids[limits > 0]
+    if ids.numel() < n:
+        enc, state = enc.select(ids), state.select(ids)
+    tokens = torch.full((ids.numel(),), BOS, dtype=torch.long, device=dev)
+    for t in range(horizon):
+        if ids.numel() == 0:
             break
         out = model.step(tokens, state, enc)
         logp = log_probs(out.logits, t, min_len)
-        tokens = choose(logp)  # [B]
-        logprob += torch.where(alive, logp.gather(1, tokens[:, None]).squeeze(1), 0.0)
-        alive &= tokens != EOS
-        lengths += alive.long()
-        steps.append(tokens)
+        tokens = choose(logp)  # [A]
+        logprob[ids] += logp.gather(1, tokens[:, None]).squeeze(1)
+        out_tokens[ids, t] = tokens
         if return_attention and out.attention is not None:
-            attns.append(out.attention)
+            if attn is None:
+                attn = torch.zeros(n, horizon, out.attention.size(-1), device=dev)
+            attn[ids, t] = out.attention.float()
+        going = (tokens != EOS) & (limits[ids] > t + 1)  # [A]
+        lengths[ids] += (tokens != EOS).long()
         state = out.state
-    return _collect_one(steps, attns, lengths, logprob, src_lengths)
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            ids, tokens = ids[keep], tokens[keep]
+            state, enc = state.select(keep), enc.select(keep)
+    return _collect_one(out_tokens, attn, lengths, logprob, src_lengths)
 
 
-def _collect_one(steps: list[Tensor], attns: list[Tensor], lengths: Tensor, logprob: Tensor,
+def _collect_one(out_tokens: Tensor, attn: Tensor | None, lengths: Tensor, logprob: Tensor,
                  src_lengths: Tensor) -> list[Hyp]:
-    """Turn per-step [B] tokens / [B, S] attentions into one Hyp per sentence."""
-    n = lengths.size(0)
-    seq = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(n)]  # [B, T]
-    att = torch.stack(attns, 1).float().cpu() if attns else None  # [B, T, S]
+    """One Hyp per sentence from out_tokens [B, T] and attention [B, T, S] (or None)."""
+    seq = out_tokens.tolist()
+    att = attn.cpu() if attn is not None else None
     hyps = []
     for i, (length, lp, slen) in enumerate(zip(lengths.tolist(), logprob.tolist(),
                                                src_lengths.tolist())):
@@ -239,15 +252,24 @@ class BeamTree:
 
 @dataclass
 class _Beams:
-    """Live hypotheses of the A still-active sentences (K rows each, row = a * K + k)."""
+    """Live hypotheses of the A still-active sentences (W rows each, row = a * W + k).
+
+    W (``width``) is 1 before the first step (the empty hypothesis alone, so the
+    first step runs one row per sentence) and the beam size K after it.
+    """
 
     ids: Tensor           # [A] original sentence index
     limits: Tensor        # [A] output length limit
-    scores: Tensor        # [A, K] raw log-prob sums, -inf = empty slot
+    scores: Tensor        # [A, W] raw log-prob sums, -inf = empty slot
     tokens: Tensor        # [A*K, t] tokens so far (no BOS)
     attn: Tensor | None   # [A*K, t, S] attention history (if kept)
     cov: Tensor | None    # [A*K, S] attention sums (if coverage is used)
     last: Tensor          # [A*K] last token (decoder input)
+
+    @property
+    def width(self) -> int:
+        """Rows per sentence: 1 before the first step, then the beam size."""
+        return self.scores.size(1)
 
     def select(self, sel: Tensor, rows: Tensor) -> "_Beams":
         """Keep sentences ``sel`` [A'] whose hypothesis rows are ``rows`` [A'*K]."""
@@ -296,18 +318,24 @@ def _final_scores(raw: Tensor, length: int, cov: Tensor | None, pad_mask: Tensor
     return score
 
 
-def _bound(beams: _Beams, opts: DecodeOptions) -> Tensor:
-    """[A] upper bound on the ranking score any live hypothesis can still reach.
+def _bound(beams: _Beams, t: int, opts: DecodeOptions) -> Tensor:
+    """[A] the score a sentence's live hypotheses are still expected to reach,
+    before step ``t`` (they hold t tokens).
 
-    Log-probabilities only decrease and are <= 0, a hypothesis has at most L
-    tokens, and the length penalty grows with length, so raw / lp(L) bounds the
-    normalised score (lp = 1 for none, L for average); the coverage penalty is
-    <= 0, so it cannot raise the bound.
+    ``opts.exact_stop``: an upper bound. Log-probabilities only decrease and are
+    <= 0, a hypothesis has at most L tokens, and the length penalty grows with
+    length, so raw / lp(L) bounds the normalised score (lp = 1 for none, L for
+    average); the coverage penalty is <= 0, so it cannot raise the bound.
+    Otherwise the best live score normalised at the shortest length it can finish
+    with, t + 1 (OpenNMT-py's and Hugging Face's rule): equal to the bound for
+    ``length_penalty: none``; with a length penalty a longer hypothesis could
+    still overtake, which the exact rule waits for at the cost of more steps.
     """
     best = beams.scores.max(-1).values  # [A]
     if opts.length_penalty == "none":
         return best
-    return length_normalise(best, beams.limits, opts.length_penalty, opts.alpha)
+    length = beams.limits if opts.exact_stop else t + 1
+    return length_normalise(best, length, opts.length_penalty, opts.alpha)
 
 
 def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: DecodeOptions) -> Tensor:
@@ -321,7 +349,7 @@ def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: DecodeOpt
     cov = beams.cov[rows] if beams.cov is not None else None
     norm = _final_scores(raw, t, cov, enc.pad_mask[rows], opts)
     attn = beams.attn[rows] if beams.attn is not None else None
-    fin.add(beams.ids[rows // opts.beam], raw, norm, beams.tokens[rows], attn)
+    fin.add(beams.ids[rows // beams.width], raw, norm, beams.tokens[rows], attn)
     return at_limit
 
 
@@ -329,13 +357,16 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
              tree: BeamTree | None = None):
     """One beam step from StepOutput ``out``; returns (beams, source rows [A*K]).
     ``tree`` records the step's candidates when given."""
-    k = opts.beam
+    k, w = opts.beam, beams.width
     a = beams.scores.size(0)
-    logp = log_probs(out.logits, t, opts.min_len)  # [A*K, V]
+    logp = log_probs(out.logits, t, opts.min_len)  # [A*W, V]
     vocab = logp.size(-1)
-    cand = (beams.scores.view(-1, 1) + logp).view(a, k * vocab)  # [A, K*V]
-    vals, idx = cand.topk(min(2 * k, k * vocab), dim=-1)  # [A, 2K]
-    rows = torch.arange(a, device=idx.device)[:, None] * k + idx // vocab  # [A, 2K]
+    cand = (beams.scores.view(-1, 1) + logp).view(a, w * vocab)  # [A, W*V]
+    vals, idx = cand.topk(min(2 * k, w * vocab), dim=-1)  # [A, 2K]
+    if vals.size(1) < k:  # fewer candidates than slots (first step, tiny vocabulary)
+        vals = nn.functional.pad(vals, (0, k - vals.size(1)), value=-math.inf)
+        idx = nn.functional.pad(idx, (0, k - idx.size(1)), value=PAD)
+    rows = torch.arange(a, device=idx.device)[:, None] * w + idx // vocab  # [A, 2K]
     toks = idx % vocab
     is_eos = toks == EOS
     cov = beams.cov + out.attention if beams.cov is not None else None  # [A*K, S]
@@ -346,11 +377,11 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
     fcov = cov[frows] if cov is not None else None
     norm = _final_scores(vals[fin_mask], t + 1, fcov, enc.pad_mask[frows], opts)
     attn_hist = beams.attn[frows] if beams.attn is not None else None
-    fin.add(beams.ids[frows // k], vals[fin_mask], norm, beams.tokens[frows], attn_hist)
+    fin.add(beams.ids[frows // w], vals[fin_mask], norm, beams.tokens[frows], attn_hist)
     live_vals, pick = vals.masked_fill(is_eos, -math.inf).topk(k, dim=-1)  # [A, K]
     if tree is not None:
         tree.record(beams.ids, vals, idx // vocab, toks, fin_mask, pick)
-    src_rows = rows.gather(1, pick).view(-1)  # [A*K]
+    src_rows = rows.gather(1, pick).view(-1)  # [A*K] rows of the previous step
     new_tok = toks.gather(1, pick).view(-1)  # [A*K]
     attn = None
     if beams.attn is not None:
@@ -362,20 +393,18 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
 
 
 def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: DecodeOptions):
-    """Encode, expand to K rows per sentence; -> (enc, state, beams)."""
-    n, k, dev = src.size(0), opts.beam, src.device
+    """Encode; one row (the empty hypothesis) per sentence -> (enc, state, beams).
+    The first step's selection expands the state to K rows, and the loop the
+    encoder output."""
+    n, dev = src.size(0), src.device
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
-    expand = torch.arange(n, device=dev).repeat_interleave(k)  # [B*K]
-    enc, state = enc.select(expand), state.select(expand)
-    scores = torch.full((n, k), -math.inf, device=dev)
-    scores[:, 0] = 0.0  # one live hypothesis (the empty one) per sentence to start
     s = enc.pad_mask.size(1)
-    beams = _Beams(torch.arange(n, device=dev), limits.to(dev), scores,
-                   torch.zeros(n * k, 0, dtype=torch.long, device=dev),
-                   torch.zeros(n * k, 0, s, device=dev) if keeps_attention(opts) else None,
-                   torch.zeros(n * k, s, device=dev) if opts.coverage > 0 else None,
-                   torch.full((n * k,), BOS, dtype=torch.long, device=dev))
+    beams = _Beams(torch.arange(n, device=dev), limits.to(dev), torch.zeros(n, 1, device=dev),
+                   torch.zeros(n, 0, dtype=torch.long, device=dev),
+                   torch.zeros(n, 0, s, device=dev) if keeps_attention(opts) else None,
+                   torch.zeros(n, s, device=dev) if opts.coverage > 0 else None,
+                   torch.full((n,), BOS, dtype=torch.long, device=dev))
     return enc, state, beams
 
 
@@ -393,7 +422,8 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
     GNMT coverage penalty when ``opts.coverage`` > 0 and the model has attention). A sentence is done when it
     has ``nbest`` finished hypotheses and the upper bound of :func:`_bound` on
     its live hypotheses cannot beat the nbest-th of them (exact for every
-    penalty), or when its live hypotheses reach the length limit. Done
+    penalty; with ``opts.exact_stop`` false, the default, when none of them beats
+    it at its current length), or when its live hypotheses reach the length limit. Done
     sentences are dropped from the batch. ``tree`` (a :class:`BeamTree`) records
     every step's candidates when given.
     """
@@ -406,18 +436,21 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
     for t in range(int(limits.max().item()) + 1):
         done = _finish_at_limit(beams, t, enc, fin, opts)
         if t > 0:
-            done |= _bound(beams, opts) <= fin.worst(beams.ids)
+            done |= _bound(beams, t, opts) <= fin.worst(beams.ids)
         if done.any():
             sel = (~done).nonzero().squeeze(1)  # [A']
             if sel.numel() == 0:
                 break
-            rows = (sel[:, None] * beam + torch.arange(beam, device=sel.device)).view(-1)
+            w = beams.width
+            rows = (sel[:, None] * w + torch.arange(w, device=sel.device)).view(-1)
             beams, enc, state = beams.select(sel, rows), enc.select(rows), state.select(rows)
         out = model.step(beams.last, state, enc)
         if out.attention is None:
             beams.attn, beams.cov = None, None
         beams, src_rows = _advance(beams, out, t, enc, fin, opts, tree)
         state = out.state.select(src_rows)
+        if t == 0:  # one row per sentence so far: K from now on
+            enc = enc.select(torch.arange(src_rows.numel() // beam, device=src.device).repeat_interleave(beam))
     # A model that outputs nan never finishes a hypothesis: give such a sentence an empty one.
     return [hyps or [Hyp([], math.nan, math.nan)] for hyps in fin.hyps]
 
