@@ -394,3 +394,20 @@ def test_real_model_attention_rows_sum_to_one():
         att = hyps[0].attention
         assert att.shape == (len(hyps[0].tokens), n)
         assert torch.allclose(att.sum(-1), torch.ones(att.size(0)), atol=1e-5)
+
+
+@pytest.mark.parametrize("width,n,min_len", [(1, 10, 0), (4, 8, 0), (4, 8, 3), (3, 50, 0)])
+def test_top_extensions_equal_the_full_log_softmax_ranking(width, n, min_len):
+    torch.manual_seed(0)
+    a, vocab = 5, 17
+    logits = torch.randn(a * width, vocab) * 3
+    scores = torch.randn(a, width)
+    scores[0, 1:] = -math.inf  # empty slots stay -inf
+    full = (scores.view(-1, 1) + search.log_probs(logits, 1, min_len)).view(a, width * vocab)
+    want_vals, want_idx = full.topk(min(n, width * vocab), dim=-1)
+    vals, slots, toks = search.top_extensions(logits.clone(), scores, n, 1, min_len)
+    assert torch.allclose(vals, want_vals, atol=1e-5)
+    finite = vals > -math.inf
+    assert torch.equal((slots * vocab + toks)[finite], want_idx[finite])
+    if min_len > 1:
+        assert not (toks[finite] == EOS).any()

@@ -200,6 +200,13 @@ def test_from_dir_and_precisions(tmp_path, tr):
         out = low.translate(TEXTS)
         assert [bool(r.src_tokens) for r in out] == [bool(r.src_tokens) for r in ref]
         assert all(math.isfinite(r.score) for r in out)
+    # a loaded model is its Translator's own: bf16 casts its weights once; a shared one
+    # (validation over the live model) keeps fp32 weights and runs under autocast
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    shared = Translator(tr.model, tr.config, tr.src_codec, tr.tgt_codec, precision="bf16")
+    assert {p.dtype for p in shared.model.parameters()} == {torch.float32}
+    assert [len(r.tokens) > 0 for r in shared.translate(TEXTS)] == [len(r.tokens) > 0 for r in ref]
+    assert bf16.nll(["goat"], [ref[0].text]).loss == pytest.approx(tr.nll(["goat"], [ref[0].text]).loss, rel=0.05)
     with pytest.raises(UserError, match="precision"):
         Translator.from_dir(tmp_path / "m", precision="fp8")
 

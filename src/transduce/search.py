@@ -69,12 +69,38 @@ def max_lengths(src_lengths: Tensor, opts: DecodeOptions) -> Tensor:
 def log_probs(logits: Tensor, step: int, min_len: int) -> Tensor:
     """[N, V] logits -> float32 log-probabilities; PAD and BOS masked, EOS masked
     while step < min_len (masked = -inf, the rest not renormalised)."""
-    logp = logits.float().log_softmax(-1)
-    logp[:, PAD] = -math.inf
-    logp[:, BOS] = -math.inf
+    return _mask_specials(logits.float().log_softmax(-1), step, min_len)
+
+
+def _mask_specials(scores: Tensor, step: int, min_len: int) -> Tensor:
+    """``scores`` [N, V] with PAD, BOS (and EOS while step < min_len) set to -inf, in place."""
+    scores[:, PAD] = -math.inf
+    scores[:, BOS] = -math.inf
     if step < min_len:
-        logp[:, EOS] = -math.inf
-    return logp
+        scores[:, EOS] = -math.inf
+    return scores
+
+
+def top_extensions(logits: Tensor, scores: Tensor, n: int, step: int, min_len: int
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``n`` best one-token extensions of each sentence's hypotheses.
+
+    logits [A*W, V] of W hypotheses per sentence whose raw scores are ``scores``
+    [A, W] -> (values, slots, tokens), each [A, n']: score + log p(token) (as
+    :func:`log_probs` masks it), the hypothesis' slot in 0..W-1 and the token,
+    best first; n' = min(n, W * V). Equal to the top n of ``scores + log_probs``
+    over all W * V pairs, but it takes each row's top n from the logits and
+    normalises only those (a log-sum-exp per row instead of a [A*W, V] log-softmax
+    and sum), which is faster. ``logits`` may be changed in place.
+    """
+    a, w = scores.shape
+    logits = logits.float()
+    lse = logits.logsumexp(-1, keepdim=True)  # [A*W, 1], before masking (not renormalised)
+    per_row = min(n, logits.size(-1))
+    top, toks = _mask_specials(logits, step, min_len).topk(per_row, dim=-1)  # [A*W, n]
+    top = (top - lse + scores.view(-1, 1)).view(a, w * per_row)
+    values, pick = top.topk(min(n, w * per_row), dim=-1)  # [A, n']
+    return values, pick // per_row, toks.view(a, w * per_row).gather(1, pick)
 
 
 def length_normalise(logprob: Tensor, length: Tensor | int, penalty: str, alpha: float) -> Tensor:
@@ -359,15 +385,12 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
     ``tree`` records the step's candidates when given."""
     k, w = opts.beam, beams.width
     a = beams.scores.size(0)
-    logp = log_probs(out.logits, t, opts.min_len)  # [A*W, V]
-    vocab = logp.size(-1)
-    cand = (beams.scores.view(-1, 1) + logp).view(a, w * vocab)  # [A, W*V]
-    vals, idx = cand.topk(min(2 * k, w * vocab), dim=-1)  # [A, 2K]
+    vals, slots, toks = top_extensions(out.logits, beams.scores, 2 * k, t, opts.min_len)  # [A, 2K]
     if vals.size(1) < k:  # fewer candidates than slots (first step, tiny vocabulary)
         vals = nn.functional.pad(vals, (0, k - vals.size(1)), value=-math.inf)
-        idx = nn.functional.pad(idx, (0, k - idx.size(1)), value=PAD)
-    rows = torch.arange(a, device=idx.device)[:, None] * w + idx // vocab  # [A, 2K]
-    toks = idx % vocab
+        slots = nn.functional.pad(slots, (0, k - slots.size(1)), value=0)
+        toks = nn.functional.pad(toks, (0, k - toks.size(1)), value=PAD)
+    rows = torch.arange(a, device=vals.device)[:, None] * w + slots  # [A, 2K]
     is_eos = toks == EOS
     cov = beams.cov + out.attention if beams.cov is not None else None  # [A*K, S]
     # EOS among the top K candidates finishes a hypothesis; the K best others stay live.
@@ -380,7 +403,7 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
     fin.add(beams.ids[frows // w], vals[fin_mask], norm, beams.tokens[frows], attn_hist)
     live_vals, pick = vals.masked_fill(is_eos, -math.inf).topk(k, dim=-1)  # [A, K]
     if tree is not None:
-        tree.record(beams.ids, vals, idx // vocab, toks, fin_mask, pick)
+        tree.record(beams.ids, vals, slots, toks, fin_mask, pick)
     src_rows = rows.gather(1, pick).view(-1)  # [A*K] rows of the previous step
     new_tok = toks.gather(1, pick).view(-1)  # [A*K]
     attn = None

@@ -15,8 +15,12 @@ shares :meth:`Translator.likelihood` (teacher-forced NLL) with ``evaluate``.
   ``2 * cfg.data.max_len``, the training length limit with room to spare) are
   cut to their first ``max_src_len`` tokens; ``Translation.truncated`` is set
   and a ``UserWarning`` is issued once per Translator.
-* Precision: ``fp32``; ``bf16`` (``torch.autocast``, CPU or CUDA; on a CPU
-  without AMX/AVX512-BF16 it is much slower than fp32, see :mod:`transduce.device`); ``fp16``
+* Precision: ``fp32``; ``bf16`` (CPU or CUDA; on a CPU without AMX/AVX512-BF16 it
+  is much slower than fp32, see :mod:`transduce.device`): a Translator that owns its
+  model (:meth:`Translator.from_dir`) casts the weights to bf16 once and runs
+  without autocast (log-probabilities, attention softmax and scores stay fp32),
+  one over a shared model (validation during training) runs under
+  ``torch.autocast``, which re-casts weights at every call; ``fp16``
   (autocast, CUDA only); ``auto`` (bf16 where the device has native bf16,
   else fp32: :func:`transduce.device.resolve_precision`); ``int8`` (CPU only: a copy of the model with
   ``torch.ao.quantization.quantize_dynamic``, qint8 weights, on every
@@ -92,11 +96,15 @@ class Likelihood:
         return 100.0 * token_accuracy(self.n_correct, self.n_tokens)
 
 
-def prepare_model(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """Move ``model`` to ``device`` (in place); for int8 return a quantized copy.
-    ``precision`` is already resolved (:func:`transduce.device.resolve_precision`)."""
+def prepare_model(model: nn.Module, device: torch.device, precision: str,
+                  cast: bool = False) -> nn.Module:
+    """Move ``model`` to ``device`` (in place); for int8 return a quantized copy; with
+    ``cast`` and bf16, cast its weights to bf16 (in place). ``precision`` is already
+    resolved (:func:`transduce.device.resolve_precision`)."""
     if precision == "int8":
         return quantize_int8(model.to("cpu"))
+    if cast and precision == "bf16":
+        return model.to(device=device, dtype=torch.bfloat16)
     return model.to(device)
 
 
@@ -169,10 +177,13 @@ class Translator:
 
     def __init__(self, model: nn.Module, config: Config, src_codec, tgt_codec,
                  device: str | torch.device = "cpu", precision: str = "fp32",
-                 max_src_len: int | None = None):
+                 max_src_len: int | None = None, own_model: bool = False):
+        """``own_model``: the Translator may change the model's weights' dtype (bf16)."""
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
-        self.model = prepare_model(model, self.device, self.precision)
+        self.model = prepare_model(model, self.device, self.precision, cast=own_model)
+        cast = own_model and self.precision == "bf16"
+        self._autocast = "fp32" if cast else self.precision
         self.config = config
         self.src_codec, self.tgt_codec = src_codec, tgt_codec
         self.max_src_len = max_src_len or 2 * config.data.max_len
@@ -186,7 +197,7 @@ class Translator:
         if it is broken."""
         loaded = load_model(model_folder(model_dir), device=resolve_device(device))
         return cls(loaded.model, loaded.config, loaded.src_codec, loaded.tgt_codec, device,
-                   precision, max_src_len)
+                   precision, max_src_len, own_model=True)
 
     # --- options -------------------------------------------------------------
 
@@ -281,7 +292,7 @@ class Translator:
     @contextlib.contextmanager
     def _running(self):
         """Inference mode, the model in eval mode, the Translator's precision."""
-        with torch.inference_mode(), eval_mode(self.model), autocast(self.device, self.precision):
+        with torch.inference_mode(), eval_mode(self.model), autocast(self.device, self._autocast):
             yield
 
     def decode_sources(self, batch: list[Source], opts: DecodeOptions,
