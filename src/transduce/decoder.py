@@ -193,11 +193,13 @@ class Decoder(nn.Module):
         """Teacher forcing (or scheduled sampling via ``next_input``) by the
         step loop: tgt_in [B, T] -> (logits [B, T, V], attention [B, T, S] or None)."""
         steps = tgt_in.size(1)
-        gold_emb = self.embed(tgt_in) if next_input is None else None  # [B, T, E], embedded once
+        # embedded once; unbind: one backward node (indexing [:, t] would zero-fill a
+        # [B, T, E] gradient at every step)
+        gold_emb = self.embed(tgt_in).unbind(1) if next_input is None else None  # T x [B, E]
         tokens = tgt_in[:, 0]
         pres, logits, atts = [], [], []
         for t in range(steps):
-            emb = gold_emb[:, t] if gold_emb is not None else self.embed(tokens)
+            emb = gold_emb[t] if gold_emb is not None else self.embed(tokens)
             pre, state, att = self.advance(emb, state, enc)
             if att is not None:
                 atts.append(att)

@@ -137,24 +137,32 @@ def run_step(rnn: nn.RNNBase, x: Tensor, hidden: Hidden) -> tuple[Tensor, Hidden
     module's own weights: it equals ``rnn(x[:, None], hidden)`` (to 1e-6) and
     applies the same inter-layer dropout, but measured ~1.5-2x faster than a
     length-1 ``nn.LSTM`` call for forward + backward on CPU. Under autocast
-    the module itself runs (in the autocast dtype) on a length-1 sequence, and
-    so does a module without raw weights (dynamic int8, see
-    translator.quantize_int8).
+    the cells' matmuls run in the autocast dtype (weight casts cached by
+    autocast), their inputs and states are in the weights' dtype (a length-1
+    oneDNN ``nn.LSTM`` under CPU autocast re-packs its weights at every call:
+    ~6x slower backward). A module without raw weights (dynamic int8, see
+    translator.quantize_int8) runs itself on a length-1 sequence.
     """
-    if torch.is_autocast_enabled(x.device.type) or not hasattr(rnn, "weight_ih_l0"):
+    if not hasattr(rnn, "weight_ih_l0"):
         out, hidden = run_seq(rnn, x.unsqueeze(1), hidden)  # [B, 1, H]
         return out.squeeze(1), hidden
     kind = cell_kind(rnn)
     fn = _CELL_FNS[kind]
+    dtype = rnn.weight_ih_l0.dtype
+    # per-layer views by unbind: one backward node (indexing [layer] would zero-fill a
+    # [L, B, H] gradient per layer and step)
+    h_prev, c_prev = split(hidden)
+    h_prev = h_prev.to(dtype).unbind(0)
+    c_prev = c_prev.to(dtype).unbind(0) if c_prev is not None else None
     hs, cs = [], []
-    inp = x
+    inp = x.to(dtype)
     for layer in range(rnn.num_layers):
         weights = [getattr(rnn, f"{w}_l{layer}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         if kind == "lstm":
-            h, c = fn(inp, (hidden[0][layer], hidden[1][layer]), *weights)
+            h, c = fn(inp, (h_prev[layer], c_prev[layer]), *weights)
             cs.append(c)
         else:
-            h = fn(inp, hidden[layer], *weights)
+            h = fn(inp, h_prev[layer], *weights)
         hs.append(h)
         inp = h
         if layer + 1 < rnn.num_layers and rnn.dropout > 0:
