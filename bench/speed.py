@@ -951,7 +951,8 @@ def report(results: dict, bench: Bench) -> str:
     """The markdown section from whatever parts ``results`` holds (each with its command)."""
     env, c = results["env"], bench.corpus
     flags = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in env["flags"].items())
-    commands = sorted({results[part].get("command", "?") for part in PARTS if part in results})
+    commands = sorted({cmd for part in PARTS if part in results
+                       for cmd in results[part].get("commands", [results[part].get("command", "?")])})
     lines = [HEADING, "", "Command: " + "; ".join(f"`{cmd}`" for cmd in commands) + ".", "",
              f"Machine: {env['cpu']}, {env['cores']} cores ({flags}); Python {env['python']}, "
              f"torch {env['torch']}, transduce {env['transduce']} (commit {env['commit']}), "
@@ -1126,6 +1127,25 @@ def shown_command(argv: list[str]) -> str:
     return f"python3 bench/speed.py {shlex.join(shown)}".rstrip()
 
 
+THREAD_KEYED = ("rates", "rows", "gflops", "floor_ms")
+"""The dicts of a part's results keyed by "threads|..." (or by the thread count)."""
+
+
+def merge_threads(old: dict | None, new: dict) -> dict:
+    """A part's new results, keeping the old ones of thread counts it did not measure
+    (so that ``--threads 2`` later adds to a ``--threads 1`` run); both commands kept."""
+    kept = [t for t in (old or {}).get("threads", []) if t not in new["threads"]]
+    if not kept:
+        return new
+    merged = dict(new, threads=sorted(kept + new["threads"]),
+                  commands=old.get("commands", [old.get("command", "?")]) + new["commands"])
+    for key in THREAD_KEYED:
+        if key in new:
+            keep = {k: v for k, v in old.get(key, {}).items() if int(k.split("|")[0]) in kept}
+            merged[key] = {**keep, **new[key]}
+    return merged
+
+
 def run(argv: list[str]) -> str:
     """Measure the chosen parts, store them, print (and write) the report."""
     args = parse_args(argv)
@@ -1145,7 +1165,8 @@ def run(argv: list[str]) -> str:
     results["env"] = environment(onmt_bin / "python")
     for name, measure in PARTS.items():
         if args.part in (name, "all"):
-            results[name] = {**measure(bench), "command": shown_command(argv)}
+            new = {**measure(bench), "commands": [shown_command(argv)]}
+            results[name] = merge_threads(results.get(name), new)
             store.write_text(json.dumps(results, indent=1))
     text = report(results, bench)
     print(text)

@@ -94,3 +94,17 @@ def test_all_padding_row_gives_zeros_and_finite_gradients():
 def test_dot_needs_equal_sizes():
     with pytest.raises(ValueError):
         Attention("dot", 6, 8)
+
+
+@pytest.mark.parametrize("score", SCORE_NAMES)
+def test_rows_sharing_a_memory_row_equal_a_copied_memory(score):
+    # beam search: W = 4 consecutive query rows per memory row, memory not copied
+    query, memory, pad_mask = _inputs(steps=4)
+    att = Attention(score, 6, 6)
+    keys = att.precompute_keys(memory)
+    flat = query.reshape(-1, 6)  # [B*W, H]
+    ctx, w = att(flat, keys, memory, pad_mask)
+    rep = lambda t: t.repeat_interleave(4, dim=0)
+    want_ctx, want_w = att(flat, rep(keys), rep(memory), rep(pad_mask))
+    assert ctx.shape == (12, 6) and w.shape == (12, 5)
+    assert torch.allclose(ctx, want_ctx, atol=1e-6) and torch.allclose(w, want_w, atol=1e-6)

@@ -167,3 +167,14 @@ def test_without_shared_one_clear_message(speed, monkeypatch, tmp_path):
     monkeypatch.setattr(speed, "PEERS_SETUP", tmp_path / "shared" / "peers" / "setup.sh")
     with pytest.raises(SystemExit, match=r"needs \.\./shared beside the repository"):
         speed.check_shared()
+
+
+def test_merge_threads_keeps_other_thread_counts(speed):
+    old = {"threads": [1], "rates": {"1|feed-fp32|transduce": [600.0]}, "command": "speed.py --threads 1"}
+    new = {"threads": [2], "rates": {"2|feed-fp32|transduce": [1000.0]}, "commands": ["speed.py --threads 2"]}
+    merged = speed.merge_threads(old, new)
+    assert merged["threads"] == [1, 2]
+    assert merged["rates"] == {"1|feed-fp32|transduce": [600.0], "2|feed-fp32|transduce": [1000.0]}
+    assert merged["commands"] == ["speed.py --threads 1", "speed.py --threads 2"]
+    again = {"threads": [1], "rates": {"1|feed-fp32|transduce": [650.0]}, "commands": ["x"]}
+    assert speed.merge_threads(old, again) is again  # the same thread count is replaced

@@ -64,13 +64,14 @@ class Oracle:
 
     def step(self, tokens, state, enc):
         self.calls.append(tokens.size(0))
+        group = tokens.size(0) // enc.memory.size(0)  # decoder rows per source row (beam)
         prefix = state.prefix if state.first else torch.cat([state.prefix, tokens[:, None]], 1)
         probs = torch.zeros(tokens.size(0), V)
         for i, row in enumerate(prefix.tolist()):
-            table = self.per_source.get(int(enc.memory[i, 0, 0]), self.table)
+            table = self.per_source.get(int(enc.memory[i // group, 0, 0]), self.table)
             for tok, p in table.get(tuple(row), {EOS: 1.0}).items():
                 probs[i, tok] = p
-        lengths = (~enc.pad_mask).sum(1)
+        lengths = (~enc.pad_mask).sum(1).repeat_interleave(group)
         t = prefix.size(1)
         attn = None
         if self.attention:

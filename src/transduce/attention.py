@@ -122,14 +122,18 @@ class Attention(nn.Module):
         pad_mask [B, S] True at padding ->
         (context [B, (T,) H_mem], weights [B, (T,) S]) with rows summing to
         1 and exactly 0 at padding (all-padding rows are all 0).
+
+        One query per row may also come as [B*W, H_q]: W consecutive rows per
+        memory row (the hypotheses of a beam), answered as [B*W, ...].
         """
         single = query.dim() == 2
-        q = query.unsqueeze(1) if single else query  # [B, T, H_q]
+        # [B, T, H_q]; W rows per memory row are W queries at once
+        q = query.view(keys.size(0), -1, query.size(-1)) if single else query
         scores = self.score(q, keys)  # [B, T, S]
         mask = pad_mask.unsqueeze(1)  # [B, 1, S]
         weights = torch.softmax(scores.float().masked_fill(mask, float("-inf")), dim=-1)
         weights = weights.masked_fill(mask, 0.0)  # float32, exactly 0 at padding
         context = torch.bmm(weights.to(memory.dtype), memory)  # [B, T, H_mem]
         if single:
-            return context.squeeze(1), weights.squeeze(1)
+            return context.flatten(0, 1), weights.flatten(0, 1)
         return context, weights

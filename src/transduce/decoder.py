@@ -76,6 +76,12 @@ class StepOutput:
     attention: Tensor | None
 
 
+def per_row(t: Tensor, rows: int) -> Tensor:
+    """Encoder rows [B, ...] for ``rows`` decoder rows: W = rows / B consecutive decoder
+    rows share an encoder row (beam search keeps one per sentence)."""
+    return t if t.size(0) == rows else t.repeat_interleave(rows // t.size(0), dim=0)
+
+
 class Decoder(nn.Module):
     """Embedding + RNN (+ attention) + readout + output layer for one family."""
 
@@ -143,15 +149,17 @@ class Decoder(nn.Module):
         return torch.tanh(self.readout(torch.cat(parts, dim=-1)))
 
     def advance(self, emb: Tensor, state: DecoderState, enc: Any) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """One step without the output layer: emb [B, E] ->
-        (pre-output [B, H], next state, attention [B, S] or None)."""
+        """One step without the output layer: emb [N, E] ->
+        (pre-output [N, H], next state, attention [N, S] or None); N is the
+        batch of ``enc`` or W times it (W rows per encoder row, see :func:`per_row`)."""
         att, hidden, feed = None, state.hidden, None
         if self.family == "sutskever":
             s, hidden = rnnlib.run_step(self.rnn, emb, hidden)
             pre = s
         elif self.family == "cho":
-            s, hidden = rnnlib.run_step(self.rnn, torch.cat([emb, enc.context], -1), hidden)
-            pre = self._readout([s, emb, enc.context])
+            ctx = per_row(enc.context, emb.size(0))
+            s, hidden = rnnlib.run_step(self.rnn, torch.cat([emb, ctx], -1), hidden)
+            pre = self._readout([s, emb, ctx])
         elif self.family == "bahdanau":
             ctx, att = self.attention(rnnlib.top(hidden), enc.keys, enc.memory, enc.pad_mask)
             s, hidden = rnnlib.run_step(self.rnn, torch.cat([emb, ctx.to(emb.dtype)], -1), hidden)

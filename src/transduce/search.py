@@ -6,6 +6,11 @@ src_lengths) -> Encoded``, ``init_state(enc) -> DecoderState`` and
 ``Encoded.select`` / ``DecoderState.select``. Nothing here knows cell or
 attention types. Shapes: B sentences, K beam, S source length, V vocabulary.
 
+The encoder output keeps one row per sentence: ``step`` gets W consecutive
+decoder rows per Encoded row (W = K in beam search after its first step, else
+1), so the source memory is never copied K times (the attention reads it
+once for the K hypotheses of a sentence).
+
 Every search takes the one set of decoding options, a frozen
 ``config.DecodeOptions`` (already checked); :func:`decode` picks the search
 from ``opts.method``.
@@ -373,7 +378,7 @@ def _finish_at_limit(beams: _Beams, t: int, enc, fin: _Finished, opts: DecodeOpt
     rows = live.view(-1).nonzero().squeeze(1)  # [N]
     raw = beams.scores.view(-1)[rows]
     cov = beams.cov[rows] if beams.cov is not None else None
-    norm = _final_scores(raw, t, cov, enc.pad_mask[rows], opts)
+    norm = _final_scores(raw, t, cov, enc.pad_mask[rows // beams.width], opts)
     attn = beams.attn[rows] if beams.attn is not None else None
     fin.add(beams.ids[rows // beams.width], raw, norm, beams.tokens[rows], attn)
     return at_limit
@@ -398,7 +403,7 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
     fin_mask[:, k:] = False
     frows = rows[fin_mask]
     fcov = cov[frows] if cov is not None else None
-    norm = _final_scores(vals[fin_mask], t + 1, fcov, enc.pad_mask[frows], opts)
+    norm = _final_scores(vals[fin_mask], t + 1, fcov, enc.pad_mask[frows // w], opts)
     attn_hist = beams.attn[frows] if beams.attn is not None else None
     fin.add(beams.ids[frows // w], vals[fin_mask], norm, beams.tokens[frows], attn_hist)
     live_vals, pick = vals.masked_fill(is_eos, -math.inf).topk(k, dim=-1)  # [A, K]
@@ -417,8 +422,8 @@ def _advance(beams: _Beams, out, t: int, enc, fin: _Finished, opts: DecodeOption
 
 def _start(model, src: Tensor, src_lengths: Tensor, limits: Tensor, opts: DecodeOptions):
     """Encode; one row (the empty hypothesis) per sentence -> (enc, state, beams).
-    The first step's selection expands the state to K rows, and the loop the
-    encoder output."""
+    The first step's selection expands the state to K rows; the encoder output
+    keeps one row per sentence (see the module docstring)."""
     n, dev = src.size(0), src.device
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
@@ -466,14 +471,12 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
                 break
             w = beams.width
             rows = (sel[:, None] * w + torch.arange(w, device=sel.device)).view(-1)
-            beams, enc, state = beams.select(sel, rows), enc.select(rows), state.select(rows)
+            beams, enc, state = beams.select(sel, rows), enc.select(sel), state.select(rows)
         out = model.step(beams.last, state, enc)
         if out.attention is None:
             beams.attn, beams.cov = None, None
         beams, src_rows = _advance(beams, out, t, enc, fin, opts, tree)
         state = out.state.select(src_rows)
-        if t == 0:  # one row per sentence so far: K from now on
-            enc = enc.select(torch.arange(src_rows.numel() // beam, device=src.device).repeat_interleave(beam))
     # A model that outputs nan never finishes a hypothesis: give such a sentence an empty one.
     return [hyps or [Hyp([], math.nan, math.nan)] for hyps in fin.hyps]
 
