@@ -1,23 +1,16 @@
 """bench/bench_inference.py in smoke mode on a tiny toy model (a few seconds)."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import load_bench_script
 from transduce import corpora
 from transduce.cli import main as cli_main
 from transduce.config import load as load_config
 from transduce.device import cpu_has_fast_bf16
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_inference.py"
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_inference", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("bench_inference")
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,13 @@
 """bench/speed.py: the pure parts (FLOPs, log parsers, tables); no OpenNMT-py, no training."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_bench_script
 from transduce.config import ModelConfig
 from transduce.model import Seq2Seq
 
-SPEED = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
 
 # Lines captured from the smoke run (bench/speed.py --smoke) of each tool.
 ONMT_TRAIN_LOG = """\
@@ -43,11 +41,7 @@ ONMT_TRANSLATE_LOG = """\
 
 @pytest.fixture(scope="module")
 def speed():
-    spec = importlib.util.spec_from_file_location("speed", SPEED)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("speed")
 
 
 def test_flops_of_a_small_config_by_hand(speed):
