@@ -455,7 +455,6 @@ def beam_search(model, src: Tensor, src_lengths: Tensor,
     sentences are dropped from the batch. ``tree`` (a :class:`BeamTree`) records
     every step's candidates when given.
     """
-    beam = opts.beam
     limits = max_lengths(src_lengths, opts)
     fin = _Finished(src.size(0), opts, src_lengths.tolist(), src.device)
     if src.size(0) == 0:
