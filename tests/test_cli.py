@@ -211,6 +211,10 @@ def test_demo_quick_runs_end_to_end(capsys, tmp_path):
     assert 0.0 <= scores["word_error_rate"] <= 100.0 and scores["phoneme_error_rate"] >= 0.0
     assert "hello" in stdout and "word error rate" in stdout
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    took = re.search(r"^transduce demo took (\d+\.\d) minutes \((\d+\.\d) training, (\d+\.\d) testing\); "
+                     r"the full g2p recipe .* reaches test WER \d+\.\d%, PER \d+\.\d%\.$", stdout, re.M)
+    assert took and abs(float(took[1]) - float(took[2]) - float(took[3])) <= 0.11
+    assert scores["minutes"] == pytest.approx(float(took[1]), abs=0.051)
 
 
 def _small_run(tmp_path, name, steps=4, extra=()):
