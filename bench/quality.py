@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
     p.add_argument("--limit", type=int, help="score at most this many test items (smoke runs)")
     p.add_argument("--write", action="store_true", help="add the row to bench/RESULTS.md")
+    p.add_argument("--json-out", type=Path, metavar="FILE",
+                   help="also write the figures, steps, training seconds and command as JSON")
     p.add_argument("--results", type=Path, default=RESULTS, help="the results file to write")
     return p.parse_args(argv)
 
@@ -138,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "
            f"{seconds / 60:.1f} min | {machine} | `{command}` |")
     print(row)
-    print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, list)}, indent=2))
+    figures = {k: v for k, v in figures.items() if not isinstance(v, list)}
+    print(json.dumps(figures, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps({**figures, "steps": steps, "train_seconds": seconds,
+                                             "precision": precision, "machine": cpu_name(),
+                                             "command": command}, indent=2), encoding="utf-8")
     if args.write:
         add_row(args.results, row, command)
         print(f"written to {args.results}")

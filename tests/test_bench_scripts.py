@@ -1,5 +1,6 @@
 """bench/bench_models.py and bench/bench_data.py run and report (tiny settings)."""
 import gzip
+import json
 import re
 import subprocess
 import sys
@@ -50,8 +51,12 @@ def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
     assert out.returncode == 0, out.stderr
     assert re.search(r"^\| toy \| reverse test \| BLEU \d+\.\d, chrF \d+\.\d \(50 sentences, beam 1; "
                      r"nrefs:1\|case:mixed.*\| 20 \| \d+\.\d min \|", out.stdout, re.M)
-    again = run("quality.py", *args, "--no-train")
+    again = run("quality.py", *args, "--no-train", "--json-out", str(tmp_path / "score.json"))
     assert again.returncode == 0, again.stderr
+    saved = json.loads((tmp_path / "score.json").read_text(encoding="utf-8"))
+    assert saved["steps"] == 20 and saved["train_seconds"] > 0 and saved["bleu_signature"].startswith("nrefs:1")
+    assert re.search(rf"BLEU {saved['bleu']:.1f}, chrF {saved['chrf']:.1f} \(50 sentences", again.stdout)
+    assert saved["command"].startswith("python bench/quality.py toy ") and "--json-out" in saved["command"]
     text = results.read_text(encoding="utf-8")
     assert "## Other\n\nkept" in text and text.count("| toy | reverse test |") == 2
     assert run("quality.py", *args).returncode == 0  # the same command replaces its own row
