@@ -2,6 +2,7 @@
 
     python bench/quality.py g2p --out runs/g2p                 # train, then score the test split
     python bench/quality.py g2p --out runs/g2p --no-train      # score a run that trained already
+    python bench/quality.py g2p --out runs/g2p --no-train --split valid --beam 10   # choose settings
     python bench/quality.py multi30k data.path=../shared/data/multi30k --out runs/m30k --write
 
 Training is ``transduce train RECIPE [key=value ...] --out RUN`` (resumed when
@@ -15,8 +16,8 @@ newest N step checkpoints are averaged first (``transduce average RUN --last
 N``) and the average is scored. The row gives recipe, test set, figures,
 steps, training wall time, machine and precision, and the command; a row of
 the same command is replaced, others are kept. Never tune on the test split:
-choose settings on the validation split (the training log) and score the
-test split once.
+choose settings on the validation split (``--split valid`` scores it the same
+way) and score the test split once.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="score the run as it is")
     p.add_argument("--average-last", type=int, metavar="N", help="score the average of the newest N steps")
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
+    p.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="the split to score (default test; valid for choosing settings)")
     p.add_argument("--limit", type=int, help="score at most this many test items (smoke runs)")
     p.add_argument("--write", action="store_true", help="add the row to bench/RESULTS.md")
     p.add_argument("--json-out", type=Path, metavar="FILE",
@@ -79,14 +82,15 @@ def model_to_score(args: argparse.Namespace) -> Path:
     return target
 
 
-def score(translator: Translator, limit: int | None, beam: int | None) -> tuple[str, str, dict]:
-    """(test set name, result text, figures) of the model's own test split."""
+def score(translator: Translator, limit: int | None, beam: int | None,
+          split: str = "test") -> tuple[str, str, dict]:
+    """(split name, result text, figures) of the model's own test (or validation) split."""
     cfg = translator.config
-    pairs = load_splits(cfg.data).test
+    pairs = getattr(load_splits(cfg.data), split)
     if not pairs:
-        raise UserError(f"the corpus of {cfg.data.corpus or cfg.data.train} has no test split")
+        raise UserError(f"the corpus of {cfg.data.corpus or cfg.data.train} has no {split} split")
     options = translator.options() if beam is None else translator.options(beam=beam)
-    name = f"{cfg.data.corpus or cfg.data.test} test"
+    name = f"{cfg.data.corpus or getattr(cfg.data, split)} {split}"
     if (cfg.data.corpus or "").startswith("cmudict"):
         got = score_g2p(translator, pairs, limit, options)
         text = (f"WER {got['word_error_rate']:.1f}%, PER {got['phoneme_error_rate']:.1f}% "
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_train:
             train_run(args)
         translator = Translator.from_dir(model_to_score(args), precision="auto")
-        test_set, text, figures = score(translator, args.limit, args.beam)
+        test_set, text, figures = score(translator, args.limit, args.beam, args.split)
     except UserError as exc:
         print(f"quality: error: {exc}", file=sys.stderr)
         return 2

@@ -61,3 +61,7 @@ def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
     assert "## Other\n\nkept" in text and text.count("| toy | reverse test |") == 2
     assert run("quality.py", *args).returncode == 0  # the same command replaces its own row
     assert results.read_text(encoding="utf-8").count("| toy | reverse test |") == 2
+    valid = run("quality.py", *args[:-3], "--no-train", "--split", "valid")  # no --write
+    assert valid.returncode == 0, valid.stderr
+    assert re.search(r"^\| toy \| reverse valid \| BLEU \d+\.\d, chrF \d+\.\d \(50 sentences", valid.stdout, re.M)
+    assert results.read_text(encoding="utf-8").count("| toy | reverse valid |") == 0
