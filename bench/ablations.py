@@ -38,6 +38,7 @@ SIZE = ["model.hidden=256", "model.enc_layers=1", "model.dec_layers=1", "train.p
 # sampling: each schedule goes from teacher forcing 1.0 to about 0.5 at the last step.
 VARIANTS: list[tuple[str, str, str, list[str]]] = [
     ("luong-feed", "baseline: Luong general attention, input feeding", "", []),
+    ("seed", "the baseline again with another seed: the run-to-run spread", "luong-feed", ["train.seed=2"]),
     ("luong-nofeed", "input feeding off", "luong-feed", ["model.input_feeding=false"]),
     ("bahdanau", "additive attention before the RNN (Bahdanau)", "luong-feed", ["model.family=bahdanau"]),
     ("cho", "no attention: the context fed at every step (Cho)", "luong-feed", ["model.family=cho"]),
@@ -155,6 +156,10 @@ def table(results: dict[str, dict]) -> str:
         lines.append(f"| {name} | {question} | {r['bleu']:.1f} | {r['chrf']:.1f} | "
                      f"{delta} | {r['train_seconds'] / 60:.1f} min | `python bench/ablations.py --only {name.split()[0]}` |")
     lines += ["", f"BLEU signature: `{scored[0]['bleu_signature']}`."]
+    if "seed" in base and VARIANTS[0][0] in base:
+        spread = abs(base["seed"] - base[VARIANTS[0][0]])
+        lines += ["", f"Run-to-run spread: the baseline with another seed differs by {spread:.1f} BLEU; "
+                      f"a difference smaller than that between two rows is not evidence of an effect."]
     return "\n".join(lines) + "\n"
 
 

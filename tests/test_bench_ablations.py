@@ -69,6 +69,9 @@ def test_table_from_the_scores_on_disk(tmp_path):
     assert rows[3].split(" | ")[4] == ""
     assert all(r.endswith(f"`python bench/ablations.py --only {r.split(' | ')[0][2:].split()[0]}` |")
                for r in rows)
+    assert "Run-to-run spread" not in text
+    score(tmp_path, "seed", 21.5)
+    assert "another seed differs by 8.5 BLEU;" in ablations.table(ablations.load_results(tmp_path))
     assert "1,500 updates" in text and "(Some CPU, bf16)" in text and "`nrefs:1|case:mixed|tok:13a`" in text
 
 
