@@ -32,6 +32,7 @@ from results_md import RESULTS, write_section  # noqa: E402
 HEADING = "## Ablations (bench/ablations.py)"
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
+RUNS = ROOT / "runs" / "ablations"
 SIZE = ["model.hidden=256", "model.enc_layers=1", "model.dec_layers=1", "train.patience=null"]
 
 # (name, what it answers, compared with, overrides of the baseline). Scheduled
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run these variants only")
     p.add_argument("--steps", type=int, default=1500, help="updates per variant (default 1500)")
     p.add_argument("--data", type=Path, default=DATA, help="the Multi30k folder (default ../shared/data/multi30k)")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablations", help="run folders go here")
+    p.add_argument("--runs", type=Path, default=RUNS, help="run folders go here")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="variants at a time")
     p.add_argument("--limit", type=int, help="score at most this many test sentences (smoke runs)")
     p.add_argument("--write", action="store_true", help="rewrite the section of bench/RESULTS.md")
@@ -130,7 +131,16 @@ def load_results(runs: Path) -> dict[str, dict]:
     return found
 
 
-def table(results: dict[str, dict]) -> str:
+def row_command(name: str, steps: int, runs: Path) -> str:
+    """The command that reruns one row: its variant, its budget and (if not the default) its folder."""
+    command = f"python bench/ablations.py --only {name} --steps {steps}"
+    folder = runs.resolve()
+    if folder == RUNS:
+        return command
+    return f"{command} --runs {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}"
+
+
+def table(results: dict[str, dict], runs: Path = RUNS) -> str:
     """The markdown section: one row per scored variant, in the order of VARIANTS."""
     scored = [r["beam"] for r in results.values() if "beam" in r]
     base = {n: r["beam"]["bleu"] for n, r in results.items() if "beam" in r}
@@ -154,7 +164,7 @@ def table(results: dict[str, dict]) -> str:
                          f"{results[name]['greedy']['bleu'] - r['bleu']:+.1f} vs beam 5"))
     for name, question, r, delta in rows:
         lines.append(f"| {name} | {question} | {r['bleu']:.1f} | {r['chrf']:.1f} | "
-                     f"{delta} | {r['train_seconds'] / 60:.1f} min | `python bench/ablations.py --only {name.split()[0]}` |")
+                     f"{delta} | {r['train_seconds'] / 60:.1f} min | `{row_command(name.split()[0], r['steps'], runs)}` |")
     lines += ["", f"BLEU signature: `{scored[0]['bleu_signature']}`."]
     if "seed" in base and VARIANTS[0][0] in base:
         spread = abs(base["seed"] - base[VARIANTS[0][0]])
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"ablations: no scored variant in {args.runs}", file=sys.stderr)
         return 1
-    text = table(results)
+    text = table(results, args.runs)
     print(text)
     if args.write:
         write_section(HEADING, text, args.results)

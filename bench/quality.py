@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     precision = resolve_precision(resolve_device(translator.config.train.device),
                                   translator.config.train.precision)
-    machine = f"{cpu_name()}, {precision} training"
+    cpu = cpu_name()
+    machine = f"{cpu}, {precision} training"
     averaged = f" (average of the last {args.average_last})" if args.average_last else ""
     row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "
            f"{seconds / 60:.1f} min | {machine} | `{command}` |")
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps({**figures, "steps": steps, "train_seconds": seconds,
-                                             "precision": precision, "machine": cpu_name(),
+                                             "precision": precision, "machine": cpu,
                                              "command": command}, indent=2), encoding="utf-8")
     if args.write:
         add_row(args.results, row, command)

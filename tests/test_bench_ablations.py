@@ -59,7 +59,7 @@ def test_table_from_the_scores_on_disk(tmp_path):
     score(tmp_path, "luong-feed", 28.5, greedy=True)
     score(tmp_path, "sutskever", 12.25, seconds=300.0)
     score(tmp_path, "ss-two-pass", 29.0)  # its baseline (luong-nofeed) is missing: no delta
-    text = ablations.table(ablations.load_results(tmp_path))
+    text = ablations.table(ablations.load_results(tmp_path), tmp_path)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r.split(" | ")[0] for r in rows] == ["| luong-feed", "| luong-feed (greedy)", "| sutskever",
                                                   "| ss-two-pass"]
@@ -67,11 +67,12 @@ def test_table_from_the_scores_on_disk(tmp_path):
     assert rows[1].split(" | ")[4] == "-1.5 vs beam 5"
     assert rows[2].split(" | ")[2:6] == ["12.2", "32.2", "-17.8 vs luong-feed", "5.0 min"]
     assert rows[3].split(" | ")[4] == ""
-    assert all(r.endswith(f"`python bench/ablations.py --only {r.split(' | ')[0][2:].split()[0]}` |")
-               for r in rows)
+    assert all(r.endswith(f"`python bench/ablations.py --only {r.split(' | ')[0][2:].split()[0]} --steps 1500 "
+                          f"--runs {tmp_path}` |") for r in rows)
+    assert ablations.row_command("cho", 3000, ablations.RUNS) == "python bench/ablations.py --only cho --steps 3000"
     assert "Run-to-run spread" not in text
     score(tmp_path, "seed", 21.5)
-    assert "another seed differs by 8.5 BLEU;" in ablations.table(ablations.load_results(tmp_path))
+    assert "another seed differs by 8.5 BLEU;" in ablations.table(ablations.load_results(tmp_path), tmp_path)
     assert "1,500 updates" in text and "(Some CPU, bf16)" in text and "`nrefs:1|case:mixed|tok:13a`" in text
 
 
