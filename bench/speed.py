@@ -75,6 +75,20 @@ HEADING = "## Speed (bench/speed.py)"
 WORKER = "_translate"  # hidden first argument: translate once with transduce (a fresh process)
 ONMT, TD = "OpenNMT-py", "transduce"
 CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+# transduce's side of the comparison, pinned to OpenNMT-py's configuration (peers/onmt-rnn.yaml)
+# so that tuning the multi30k recipe for quality does not change what is compared here:
+# joint 8k BPE, 2-layer biLSTM encoder / 2-layer LSTM decoder (emb and hidden from the
+# options), general attention, batches of 64 sentences, Adam 1e-3, dropout 0.1; beam search
+# ranked with GNMT's length penalty, alpha 0.6.
+MATCH = {
+    "tokenizer": {"src": "bpe", "tgt": "bpe", "joint": True, "vocab_size": 8000},
+    "model": {"family": "luong", "attention": "general", "cell": "lstm", "enc_layers": 2,
+              "dec_layers": 2, "bidirectional": True, "dropout": 0.1, "emb_dropout": 0.1,
+              "bridge": "linear"},
+    "train": {"batch_sentences": 64, "optimizer": "adam", "lr": 1.0e-3, "clip_norm": 5.0,
+              "lr_schedule": "plateau", "early_stop_metric": "bleu", "patience": 5},
+    "search": {"beam": 5, "max_len_a": 1.5, "max_len_b": 10, "length_penalty": "gnmt", "alpha": 0.6},
+}
 SMOKE = dict(steps=8, report_every=2, alternations=1, threads=[1], emb=64, hidden=128,
              infer_steps=20, sentences=24, batch1_sentences=4, max_len=20, peak_reps=3)
 
@@ -413,7 +427,8 @@ def prepare_corpus(folder: Path, langs: tuple[str, str] = ("de", "en")) -> Corpu
         from transduce.corpora import load_splits
         from transduce.vocab import SPECIALS, build_codecs
 
-        cfg = config.load(config.recipe_path("multi30k"), [f"data.path={MULTI30K}"])
+        cfg = config.load(config.recipe_path("multi30k"), [f"data.path={MULTI30K}"] + [
+            f"tokenizer.{k}={v}" for k, v in MATCH["tokenizer"].items()])
         splits = load_splits(cfg.data)
         codec, _ = build_codecs(cfg.tokenizer, splits.train)
         folder.mkdir(parents=True, exist_ok=True)
@@ -499,13 +514,11 @@ def train_onmt(bench: Bench, run: Path, setting: Setting, steps: int, report_eve
 
 
 def transduce_config(bench: Bench, run: Path, setting: Setting, steps: int, report_every: int) -> Path:
-    """The multi30k recipe on the piece files (a joint whitespace tokenizer over them, so
+    """The model of MATCH on the piece files (a joint whitespace tokenizer over them, so
     the vocabulary is the pieces plus 4 specials), steps, log interval and the setting.
     Validation only once at the end, on 16 sentences (it is not timed, but costs time);
     data.max_len 1000 so that no pair is dropped (OpenNMT-py drops none either)."""
-    from transduce import config
-
-    cfg = config.read_yaml(config.recipe_path("multi30k"))
+    cfg = {section: dict(values) for section, values in MATCH.items() if section != "tokenizer"}
     c = bench.corpus
     cfg["data"] = {"corpus": None, "max_len": 1000,
                    "train": [str(c.path("train", "de")), str(c.path("train", "en"))],

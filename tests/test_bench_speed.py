@@ -172,3 +172,24 @@ def test_merge_threads_keeps_other_thread_counts(speed):
     assert merged["commands"] == ["speed.py --threads 1", "speed.py --threads 2"]
     again = {"threads": [1], "rates": {"1|feed-fp32|transduce": [650.0]}, "commands": ["x"]}
     assert speed.merge_threads(old, again) is again  # the same thread count is replaced
+
+
+def test_transduce_side_is_pinned_to_the_onmt_configuration(speed, tmp_path, monkeypatch):
+    """The compared model is OpenNMT-py's (peers/onmt-rnn.yaml), not whatever the multi30k
+    recipe is tuned to: 2x512 biLSTM, dropout 0.1, Adam 1e-3, 64 sentences, GNMT 0.6."""
+    import argparse
+
+    from transduce import config
+
+    monkeypatch.setattr(config, "recipe_path", lambda name: pytest.fail("reads the recipe"))
+    corpus = speed.Corpus(tmp_path, 29000, 7794, 13.0, 1.0, 1000)
+    bench = speed.Bench(argparse.Namespace(emb=256, hidden=512), tmp_path, corpus, tmp_path)
+    path = speed.transduce_config(bench, tmp_path / "run", speed.Setting("x", "", False, "fp32"), 60, 10)
+    cfg = config.load(path, [])
+    m, t, s = cfg.model, cfg.train, cfg.search
+    assert (m.family, m.attention, m.cell, m.enc_layers, m.dec_layers, m.bidirectional) == \
+        ("luong", "general", "lstm", 2, 2, True)
+    assert (m.emb_dim, m.hidden, m.input_feeding, m.dropout, m.tie_embeddings) == (256, 512, False, 0.1, False)
+    assert (t.batch_sentences, t.optimizer, t.lr, t.clip_norm, t.label_smoothing, t.max_steps) == \
+        (64, "adam", 1e-3, 5.0, 0.0, 60)
+    assert (s.beam, s.length_penalty, s.alpha) == (5, "gnmt", 0.6)
