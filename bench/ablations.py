@@ -1,19 +1,21 @@
 """Ablations on Multi30k De->En at one size and one budget: what each choice buys.
 
     python bench/ablations.py                      # train every variant (2 at a time), score, print
-    python bench/ablations.py --only luong-feed    # one variant (trains, or resumes, then scores)
+    python bench/ablations.py --only tied          # one variant (trains, or resumes, then scores)
     python bench/ablations.py --write              # also rewrite the section of bench/RESULTS.md
 
-Every variant is the ``multi30k`` recipe at 1x256 (1-layer bidirectional
-LSTM encoder, 1-layer LSTM decoder, 256 units), trained for the same number
-of updates (--steps, default 1500, batches of 64 sentences, the recipe's
-plateau schedule) with one change, then scored on test_2016_flickr with beam
-5 (sacreBLEU, cased, detokenized); the baseline is also scored greedily.
-Variants run as separate processes of one torch thread each, ``--jobs`` at a
-time (default: one per core), so their wall times are comparable with each
-other. Each row's command reproduces it; runs resume, so an interrupted
-sweep continues where it stopped. Settings were fixed before any test score
-was seen; nothing here is selected on the test split.
+Every variant is the ``multi30k`` recipe (its model, its warm-up + cosine
+schedule) trained for the same number of updates (--steps, default 2000,
+batches of 64 sentences) with one change, then scored on test_2016_flickr
+with beam 5 (sacreBLEU, cased, detokenized); the baseline is also scored
+greedily. The baseline runs with --seeds seeds (default 3: the recipe's and
+``seed2``, ``seed3``) so that the table carries its own run-to-run spread,
+and every difference is taken against the baseline's mean. Variants run as
+separate processes of one torch thread each, ``--jobs`` at a time (default:
+one per core), so their wall times are comparable with each other. Each
+row's command reproduces it; runs resume, so an interrupted sweep continues
+where it stopped. Settings were fixed before any test score was seen;
+nothing here is selected on the test split.
 """
 from __future__ import annotations
 
@@ -32,46 +34,59 @@ from results_md import RESULTS, write_section  # noqa: E402
 HEADING = "## Ablations (bench/ablations.py)"
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
-RUNS = ROOT / "runs" / "ablations"
-SIZE = ["model.hidden=256", "model.enc_layers=1", "model.dec_layers=1", "train.patience=null"]
+RUNS = ROOT / "runs" / "ablations"  # runs of --steps N go to RUNS / N unless --runs says
+BASELINE = "recipe"
 
-# (name, what it answers, compared with, overrides of the baseline). Scheduled
-# sampling: each schedule goes from teacher forcing 1.0 to about 0.5 at the last step.
-VARIANTS: list[tuple[str, str, str, list[str]]] = [
-    ("luong-feed", "baseline: Luong general attention, input feeding", "", []),
-    ("seed", "the baseline again with another seed: the run-to-run spread", "luong-feed", ["train.seed=2"]),
-    ("luong-nofeed", "input feeding off", "luong-feed", ["model.input_feeding=false"]),
-    ("bahdanau", "additive attention before the RNN (Bahdanau)", "luong-feed", ["model.family=bahdanau"]),
-    ("cho", "no attention: the context fed at every step (Cho)", "luong-feed", ["model.family=cho"]),
-    ("sutskever", "no attention: the context as initial state only (Sutskever)", "luong-feed",
-     ["model.family=sutskever"]),
-    ("label-smoothing", "label smoothing 0.1", "luong-feed", ["train.label_smoothing=0.1"]),
-    ("tied", "target embedding tied to the output layer", "luong-feed",
-     ["model.tie_embeddings=true"]),
-    ("ss-linear", "scheduled sampling, linear 1 -> 0.5", "luong-feed",
-     ["train.tf_schedule=linear", "train.tf_floor=0.5", "train.tf_steps={steps}"]),
-    ("ss-exponential", "scheduled sampling, exponential k^i", "luong-feed",
-     ["train.tf_schedule=exponential", "train.tf_k={exp_k}"]),
-    ("ss-inverse-sigmoid", "scheduled sampling, inverse sigmoid", "luong-feed",
-     ["train.tf_schedule=inverse_sigmoid", "train.tf_k={sig_k}"]),
-    ("ss-two-pass", "scheduled sampling, linear, two fused passes (no input feeding)", "luong-nofeed",
-     ["model.input_feeding=false", "train.tf_schedule=linear", "train.tf_floor=0.5",
-      "train.tf_steps={steps}", "train.tf_two_pass=true"]),
+# (name, what it answers, overrides of the baseline). Scheduled sampling: each
+# schedule goes from teacher forcing 1.0 to about 0.5 at the last step.
+VARIANTS: list[tuple[str, str, list[str]]] = [
+    (BASELINE, "the multi30k recipe: Luong general attention, no input feeding, label smoothing 0.1", []),
+    ("input-feeding", "input feeding on (the step-by-step path)", ["model.input_feeding=true"]),
+    ("bahdanau", "additive attention before the RNN (Bahdanau)", ["model.family=bahdanau"]),
+    ("cho", "no attention: the context fed at every step (Cho)", ["model.family=cho"]),
+    ("sutskever", "no attention: the context as initial state only (Sutskever)", ["model.family=sutskever"]),
+    ("no-label-smoothing", "label smoothing off", ["train.label_smoothing=0"]),
+    ("tied", "target embedding tied to the output layer", ["model.tie_embeddings=true"]),
+    ("ss-linear", "scheduled sampling, linear 1 -> 0.5", [
+        "train.tf_schedule=linear", "train.tf_floor=0.5", "train.tf_steps={steps}"]),
+    ("ss-exponential", "scheduled sampling, exponential k^i", [
+        "train.tf_schedule=exponential", "train.tf_k={exp_k}"]),
+    ("ss-inverse-sigmoid", "scheduled sampling, inverse sigmoid", [
+        "train.tf_schedule=inverse_sigmoid", "train.tf_k={sig_k}"]),
+    ("ss-two-pass", "scheduled sampling, linear 1 -> 0.5, two fused passes", [
+        "train.tf_schedule=linear", "train.tf_floor=0.5", "train.tf_steps={steps}", "train.tf_two_pass=true"]),
 ]
+
+
+def seed_names(seeds: int) -> list[str]:
+    """The baseline's extra runs: seed2, seed3, ... (the first run keeps the recipe's seed)."""
+    return [f"seed{k}" for k in range(2, seeds + 1)]
+
+
+def names(seeds: int) -> list[str]:
+    """Every run of a sweep, in the order they start: the baseline and its seeds first."""
+    return [BASELINE, *seed_names(seeds), *(v[0] for v in VARIANTS[1:])]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="+", metavar="NAME", choices=[v[0] for v in VARIANTS],
-                   help="run these variants only")
-    p.add_argument("--steps", type=int, default=1500, help="updates per variant (default 1500)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run these variants only (seedK: the baseline's seed K)")
+    p.add_argument("--steps", type=int, default=2000, help="updates per variant (default 2000)")
+    p.add_argument("--seeds", type=int, default=3, help="runs of the baseline, for the spread (default 3)")
     p.add_argument("--data", type=Path, default=DATA, help="the Multi30k folder (default ../shared/data/multi30k)")
-    p.add_argument("--runs", type=Path, default=RUNS, help="run folders go here")
+    p.add_argument("--runs", type=Path, help="run folders go here (default runs/ablations/STEPS)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="variants at a time")
     p.add_argument("--limit", type=int, help="score at most this many test sentences (smoke runs)")
     p.add_argument("--write", action="store_true", help="rewrite the section of bench/RESULTS.md")
     p.add_argument("--results", type=Path, default=RESULTS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    known = names(max(args.seeds, max((int(n[4:]) for n in args.only or [] if n[4:].isdigit()
+                                        and n.startswith("seed")), default=1)))
+    for name in args.only or []:
+        if name not in known:
+            p.error(f"--only: unknown variant {name!r} (choose from {', '.join(known)})")
+    args.runs = args.runs or RUNS / str(args.steps)
+    return args
 
 
 def inverse_sigmoid_k(steps: int) -> float:
@@ -84,12 +99,12 @@ def inverse_sigmoid_k(steps: int) -> float:
 
 
 def overrides(name: str, steps: int, data: Path) -> list[str]:
-    """The full override list of one variant."""
-    extra = next(v[3] for v in VARIANTS if v[0] == name)
+    """The full override list of one variant (seedK: the baseline with train.seed=K)."""
+    extra = [f"train.seed={name[4:]}"] if name.startswith("seed") else next(v[2] for v in VARIANTS if v[0] == name)
     # both schedules reach a teacher-forcing ratio of 0.5 at the last step
     fill = {"steps": steps, "exp_k": f"{0.5 ** (1 / steps):.8f}", "sig_k": f"{inverse_sigmoid_k(steps):.2f}"}
-    return [f"data.path={data}", *SIZE, f"train.max_steps={steps}",
-            f"train.valid_every={max(1, steps // 3)}", *(o.format(**fill) for o in extra)]
+    return [f"data.path={data}", f"train.max_steps={steps}", f"train.valid_every={steps // 2}",
+            "train.patience=null", *(o.format(**fill) for o in extra)]
 
 
 def score_file(name: str, runs: Path, greedy: bool = False) -> Path:
@@ -116,14 +131,16 @@ def quality(name: str, args: argparse.Namespace, greedy: bool = False) -> None:
 def run_variant(name: str, args: argparse.Namespace) -> None:
     """Train and score one variant (beam 5; the baseline greedily too)."""
     quality(name, args)
-    if name == VARIANTS[0][0]:
+    if name == BASELINE:
         quality(name, args, greedy=True)
 
 
 def load_results(runs: Path) -> dict[str, dict]:
-    """{variant: {"beam": figures, "greedy": figures}} of every variant scored so far."""
+    """{variant: {"beam": figures, "greedy": figures}} of every variant scored so far, the
+    baseline's seeds included, in the order of the table."""
+    seeds = sorted((int(d.name[4:]) for d in runs.glob("seed*") if d.name[4:].isdigit()), key=int)
     found = {}
-    for name, *_ in VARIANTS:
+    for name in [BASELINE, *(f"seed{k}" for k in seeds), *(v[0] for v in VARIANTS[1:])]:
         for kind, greedy in (("beam", False), ("greedy", True)):
             path = score_file(name, runs, greedy)
             if path.is_file():
@@ -135,41 +152,49 @@ def row_command(name: str, steps: int, runs: Path) -> str:
     """The command that reruns one row: its variant, its budget and (if not the default) its folder."""
     command = f"python bench/ablations.py --only {name} --steps {steps}"
     folder = runs.resolve()
-    if folder == RUNS:
+    if folder == RUNS / str(steps):
         return command
     return f"{command} --runs {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}"
 
 
-def table(results: dict[str, dict], runs: Path = RUNS) -> str:
-    """The markdown section: one row per scored variant, in the order of VARIANTS."""
-    scored = [r["beam"] for r in results.values() if "beam" in r]
-    base = {n: r["beam"]["bleu"] for n, r in results.items() if "beam" in r}
-    steps = " or ".join(f"{n:,}" for n in sorted({r["steps"] for r in scored}))
-    machines = "; ".join(sorted({f"{r['machine']}, {r['precision']}" for r in scored}))
+def what(name: str) -> str:
+    """The 'what changes' cell of a row."""
+    if name.startswith("seed"):
+        return f"the baseline again with train.seed={name[4:]}: the run-to-run spread"
+    return next(v[1] for v in VARIANTS if v[0] == name)
+
+
+def table(results: dict[str, dict], runs: Path) -> str:
+    """The markdown section: the baseline, its seeds and greedy search, then one row per variant;
+    differences against the mean of the baseline's seeds."""
+    scored = {n: r["beam"] for n, r in results.items() if "beam" in r}
+    runs_of_baseline = [r["bleu"] for n, r in scored.items() if n == BASELINE or n.startswith("seed")]
+    mean = sum(runs_of_baseline) / len(runs_of_baseline) if runs_of_baseline else None
+    steps = " or ".join(f"{n:,}" for n in sorted({r["steps"] for r in scored.values()}))
+    machines = "; ".join(sorted({f"{r['machine']}, {r['precision']}" for r in scored.values()}))
+    against = f"baseline mean of {len(runs_of_baseline)}" if len(runs_of_baseline) > 1 else "baseline"
     lines = [HEADING, "",
              f"Multi30k De->En, test_2016_flickr (1,000 sentences), sacreBLEU cased detokenized; every "
-             f"variant is the `multi30k` recipe at 1x256 trained for {steps} updates of 64 sentences on "
-             f"one thread ({machines}), two variants at a time on 2 cores, beam 5 unless said. "
-             f"Train time includes validation.", "",
+             f"variant is the `multi30k` recipe trained for {steps} updates of 64 sentences on one "
+             f"thread ({machines}), two variants at a time on 2 cores, beam 5 unless said. Train "
+             f"time includes validation.", "",
              "| variant | what changes | BLEU | chrF | vs | train time | command |", "|---|---|---|---|---|---|---|"]
-    rows = []
-    for name, question, against, _ in VARIANTS:
-        if "beam" not in results.get(name, {}):
-            continue
-        r = results[name]["beam"]
-        delta = f"{r['bleu'] - base[against]:+.1f} vs {against}" if against in base else ""
-        rows.append((name, question, r, delta))
+    for name, r in scored.items():
+        delta = f"{r['bleu'] - mean:+.1f} vs {against}" if mean is not None else ""
+        command = f"`{row_command(name, r['steps'], runs)}`"
+        lines.append(f"| {name} | {what(name)} | {r['bleu']:.1f} | {r['chrf']:.1f} | {delta} | "
+                     f"{r['train_seconds'] / 60:.1f} min | {command} |")
         if "greedy" in results[name]:
-            rows.append((f"{name} (greedy)", "the same model, greedy search", results[name]["greedy"],
-                         f"{results[name]['greedy']['bleu'] - r['bleu']:+.1f} vs beam 5"))
-    for name, question, r, delta in rows:
-        lines.append(f"| {name} | {question} | {r['bleu']:.1f} | {r['chrf']:.1f} | "
-                     f"{delta} | {r['train_seconds'] / 60:.1f} min | `{row_command(name.split()[0], r['steps'], runs)}` |")
-    lines += ["", f"BLEU signature: `{scored[0]['bleu_signature']}`."]
-    if "seed" in base and VARIANTS[0][0] in base:
-        spread = abs(base["seed"] - base[VARIANTS[0][0]])
-        lines += ["", f"Run-to-run spread: the baseline with another seed differs by {spread:.1f} BLEU; "
-                      f"a difference smaller than that between two rows is not evidence of an effect."]
+            g = results[name]["greedy"]
+            lines.append(f"| {name} (greedy) | the same model, greedy search | {g['bleu']:.1f} | "
+                         f"{g['chrf']:.1f} | {g['bleu'] - r['bleu']:+.1f} vs its beam 5 | "
+                         f"{r['train_seconds'] / 60:.1f} min | {command} |")
+    lines += ["", f"BLEU signature: `{next(iter(scored.values()))['bleu_signature']}`."]
+    if len(runs_of_baseline) > 1:
+        low, high = min(runs_of_baseline), max(runs_of_baseline)
+        lines += ["", f"Run-to-run spread: {len(runs_of_baseline)} seeds of the baseline score {low:.1f} to "
+                      f"{high:.1f} (mean {mean:.1f}, spread {high - low:.1f} BLEU); a row that differs from "
+                      f"the mean by less than the spread is not evidence of an effect."]
     return "\n".join(lines) + "\n"
 
 
@@ -178,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "train.de.gz").is_file():
         print(f"ablations: error: no Multi30k corpus in {args.data} (give --data)", file=sys.stderr)
         return 2
-    names = args.only or [v[0] for v in VARIANTS]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        list(pool.map(lambda n: run_variant(n, args), names))
+        list(pool.map(lambda n: run_variant(n, args), args.only or names(args.seeds)))
     results = load_results(args.runs)
     if not results:
         print(f"ablations: no scored variant in {args.runs}", file=sys.stderr)

@@ -101,7 +101,7 @@ def score(translator: Translator, limit: int | None, beam: int | None,
     got = evaluate(translator, [s for s, _ in pairs], [t for _, t in pairs], ("bleu", "chrf"), options)
     got.pop("hypotheses")
     text = (f"BLEU {got['bleu']:.1f}, chrF {got['chrf']:.1f} ({len(pairs):,} sentences, beam "
-            f"{options.beam}; {got['bleu_signature']})")
+            f"{options.beam}; {got['bleu_signature']})").replace("|", "\\|")  # a cell of a markdown table
     return name, text, got
 
 

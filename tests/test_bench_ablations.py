@@ -12,29 +12,42 @@ from transduce.schedules import teacher_forcing_ratio
 ablations = load_bench_script("ablations")
 
 
-def load(name, steps=1500):
+def load(name, steps=2000):
     return config.load(config.recipe_path("multi30k"), ablations.overrides(name, steps, Path("m30k")))
 
 
 def test_each_variant_is_a_valid_config_that_changes_what_it_names():
-    base = load("luong-feed")
-    assert (base.model.hidden, base.model.enc_layers, base.model.dec_layers) == (256, 1, 1)
-    assert base.train.max_steps == 1500 and base.data.path == "m30k"
+    base = load("recipe")
+    recipe = config.load(config.recipe_path("multi30k"), ["data.path=m30k"])
+    assert base.model == recipe.model and base.search == recipe.search
+    assert base.train.max_steps == 2000 and base.train.valid_every == 1000 and base.data.path == "m30k"
+    assert (base.model.input_feeding, base.train.label_smoothing, base.model.tie_embeddings) == (False, 0.1, False)
     expected = {
-        "luong-nofeed": {("model", "input_feeding"): False},
+        "input-feeding": {("model", "input_feeding"): True},
         "bahdanau": {("model", "family"): "bahdanau"},
         "cho": {("model", "family"): "cho"},
         "sutskever": {("model", "family"): "sutskever"},
-        "label-smoothing": {("train", "label_smoothing"): 0.1},
+        "no-label-smoothing": {("train", "label_smoothing"): 0.0},
         "tied": {("model", "tie_embeddings"): True},
+        "seed2": {("train", "seed"): 2},
+        "seed3": {("train", "seed"): 3},
     }
     for name, changes in expected.items():
         cfg = load(name)
-        for (section, key), value in changes.items():
-            assert getattr(getattr(cfg, section), key) == value, name
-        same = [k for k in vars(base.model) if (("model", k) not in changes)]
-        assert all(getattr(cfg.model, k) == getattr(base.model, k) for k in same), name
+        for section in ("model", "train"):
+            for key in vars(getattr(base, section)):
+                value = getattr(getattr(cfg, section), key)
+                assert value == changes.get((section, key), getattr(getattr(base, section), key)), (name, key)
     assert len({v[0] for v in ablations.VARIANTS}) == len(ablations.VARIANTS)
+    assert ablations.names(3)[:3] == ["recipe", "seed2", "seed3"] and len(ablations.names(1)) == 11
+
+
+def test_only_names_known_variants(capsys):
+    assert ablations.parse_args(["--only", "seed5", "tied"]).only == ["seed5", "tied"]
+    assert ablations.parse_args(["--steps", "300"]).runs == ablations.RUNS / "300"
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["--only", "luong-feed"])
+    assert "unknown variant 'luong-feed'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["ss-linear", "ss-exponential", "ss-inverse-sigmoid", "ss-two-pass"])
@@ -54,26 +67,36 @@ def score(tmp_path, name, bleu, greedy=False, seconds=600.0):
                                 "bleu_signature": "nrefs:1|case:mixed|tok:13a"}), encoding="utf-8")
 
 
-def test_table_from_the_scores_on_disk(tmp_path):
-    score(tmp_path, "luong-feed", 30.0)
-    score(tmp_path, "luong-feed", 28.5, greedy=True)
-    score(tmp_path, "sutskever", 12.25, seconds=300.0)
-    score(tmp_path, "ss-two-pass", 29.0)  # its baseline (luong-nofeed) is missing: no delta
-    text = ablations.table(ablations.load_results(tmp_path), tmp_path)
+def cells(text):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split(" | ")[0] for r in rows] == ["| luong-feed", "| luong-feed (greedy)", "| sutskever",
-                                                  "| ss-two-pass"]
-    assert rows[0].split(" | ")[2:6] == ["30.0", "50.0", "", "10.0 min"]
-    assert rows[1].split(" | ")[4] == "-1.5 vs beam 5"
-    assert rows[2].split(" | ")[2:6] == ["12.2", "32.2", "-17.8 vs luong-feed", "5.0 min"]
-    assert rows[3].split(" | ")[4] == ""
-    assert all(r.endswith(f"`python bench/ablations.py --only {r.split(' | ')[0][2:].split()[0]} --steps 1500 "
-                          f"--runs {tmp_path}` |") for r in rows)
-    assert ablations.row_command("cho", 3000, ablations.RUNS) == "python bench/ablations.py --only cho --steps 3000"
+    return [r.split(" | ") for r in rows]
+
+
+def test_table_from_the_scores_on_disk(tmp_path):
+    score(tmp_path, "recipe", 30.0)
+    score(tmp_path, "recipe", 28.5, greedy=True)
+    score(tmp_path, "sutskever", 12.25, seconds=300.0)
+    text = ablations.table(ablations.load_results(tmp_path), tmp_path)
+    rows = cells(text)
+    assert [r[0] for r in rows] == ["| recipe", "| recipe (greedy)", "| sutskever"]
+    assert rows[0][2:6] == ["30.0", "50.0", "+0.0 vs baseline", "10.0 min"]
+    assert rows[1][4] == "-1.5 vs its beam 5"
+    assert rows[2][2:6] == ["12.2", "32.2", "-17.8 vs baseline", "5.0 min"]
+    assert all(r[-1] == f"`python bench/ablations.py --only {r[0][2:].split()[0]} --steps 1500 "
+                        f"--runs {tmp_path}` |" for r in rows)
+    assert ablations.row_command("cho", 3000, ablations.RUNS / "3000") == \
+        "python bench/ablations.py --only cho --steps 3000"
     assert "Run-to-run spread" not in text
-    score(tmp_path, "seed", 21.5)
-    assert "another seed differs by 8.5 BLEU;" in ablations.table(ablations.load_results(tmp_path), tmp_path)
     assert "1,500 updates" in text and "(Some CPU, bf16)" in text and "`nrefs:1|case:mixed|tok:13a`" in text
+    # two more seeds of the baseline: differences are taken against their mean, the spread is printed
+    score(tmp_path, "seed2", 27.0)
+    score(tmp_path, "seed10", 30.0)
+    text = ablations.table(ablations.load_results(tmp_path), tmp_path)
+    rows = cells(text)
+    assert [r[0] for r in rows] == ["| recipe", "| recipe (greedy)", "| seed2", "| seed10", "| sutskever"]
+    assert rows[2][1] == "the baseline again with train.seed=2: the run-to-run spread"
+    assert rows[2][4] == "-2.0 vs baseline mean of 3" and rows[4][4] == "-16.8 vs baseline mean of 3"
+    assert "3 seeds of the baseline score 27.0 to 30.0 (mean 29.0, spread 3.0 BLEU)" in text
 
 
 def test_missing_corpus_is_one_clear_error(tmp_path, capsys):

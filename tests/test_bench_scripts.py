@@ -50,7 +50,9 @@ def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
     out = run("quality.py", *args)
     assert out.returncode == 0, out.stderr
     assert re.search(r"^\| toy \| reverse test \| BLEU \d+\.\d, chrF \d+\.\d \(50 sentences, beam 1; "
-                     r"nrefs:1\|case:mixed.*\| 20 \| \d+\.\d min \|", out.stdout, re.M)
+                     r"nrefs:1\\\|case:mixed.*\| 20 \| \d+\.\d min \|", out.stdout, re.M)
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| toy |"))
+    assert len(re.findall(r"(?<!\\)\|", row)) == 8  # 7 cells: the signature's bars are escaped
     again = run("quality.py", *args, "--no-train", "--json-out", str(tmp_path / "score.json"))
     assert again.returncode == 0, again.stderr
     saved = json.loads((tmp_path / "score.json").read_text(encoding="utf-8"))

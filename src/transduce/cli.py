@@ -453,7 +453,7 @@ def _train_parser(sub) -> None:
     """The ``train`` sub-command's arguments."""
     p = sub.add_parser("train", help="train a model from a YAML recipe or your own files",
                        description="Train a model. CONFIG is a YAML file or a built-in recipe name "
-                                   "(g2p, demo, toy, multi30k, numbers, small, base); or give your "
+                                   f"({', '.join(sorted(r.stem for r in RECIPES.glob('*.yaml')))}); or give your "
                                    "own data with --train. Overrides look like train.lr=3e-4.")
     p.add_argument("config", nargs="?", help="YAML recipe or built-in recipe name")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden=256 train.lr=3e-4")
