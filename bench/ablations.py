@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import RESULTS, write_section  # noqa: E402
+from results_md import RESULTS, publish  # noqa: E402
 
 HEADING = "## Ablations (bench/ablations.py)"
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablations: no scored variant in {args.runs}", file=sys.stderr)
         return 1
     text = table(results, args.runs)
-    print(text)
-    if args.write:
-        write_section(HEADING, text, args.results)
-        print(f"written to {args.results}")
+    publish(HEADING, text, args.write, args.results)
     return 0
 
 

@@ -23,6 +23,14 @@ def write_section(heading: str, text: str, path: Path = RESULTS) -> None:
     path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
 
 
+def publish(heading: str, text: str, write: bool, path: Path = RESULTS) -> None:
+    """Print a section; with ``write``, also put it into ``path`` (write_section)."""
+    print(text)
+    if write:
+        write_section(heading, text, path)
+        print(f"written to {path}")
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (the platform's words elsewhere)."""
     try:

@@ -36,7 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402
-from results_md import RESULTS, write_section  # noqa: E402
+from results_md import RESULTS, publish  # noqa: E402
 
 HEADING = "## Equal wall clock against OpenNMT-py (bench/vs_onmt.py)"
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--write", "--no-train")]
     text = table(onmt, td, args.minutes, "python bench/vs_onmt.py " + shlex.join(shown))
-    print(text)
-    if args.write:
-        write_section(HEADING, text, args.results)
-        print(f"written to {args.results}")
+    publish(HEADING, text, args.write, args.results)
     return 0
 
 
