@@ -58,6 +58,11 @@ VARIANTS: list[tuple[str, str, list[str]]] = [
 ]
 
 
+def seed_of(name: str) -> int | None:
+    """K of a baseline run named seedK (K >= 2), else None."""
+    return int(name[4:]) if name.startswith("seed") and name[4:].isdigit() and int(name[4:]) >= 2 else None
+
+
 def seed_names(seeds: int) -> list[str]:
     """The baseline's extra runs: seed2, seed3, ... (the first run keeps the recipe's seed)."""
     return [f"seed{k}" for k in range(2, seeds + 1)]
@@ -80,11 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write", action="store_true", help="rewrite the section of bench/RESULTS.md")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    known = names(max(args.seeds, max((int(n[4:]) for n in args.only or [] if n[4:].isdigit()
-                                        and n.startswith("seed")), default=1)))
     for name in args.only or []:
-        if name not in known:
-            p.error(f"--only: unknown variant {name!r} (choose from {', '.join(known)})")
+        if seed_of(name) is None and name not in names(1):
+            p.error(f"--only: unknown variant {name!r} (choose from {', '.join(names(args.seeds))}, seedK)")
     args.runs = args.runs or RUNS / str(args.steps)
     return args
 
@@ -100,7 +103,8 @@ def inverse_sigmoid_k(steps: int) -> float:
 
 def overrides(name: str, steps: int, data: Path) -> list[str]:
     """The full override list of one variant (seedK: the baseline with train.seed=K)."""
-    extra = [f"train.seed={name[4:]}"] if name.startswith("seed") else next(v[2] for v in VARIANTS if v[0] == name)
+    seed = seed_of(name)
+    extra = [f"train.seed={seed}"] if seed else next(v[2] for v in VARIANTS if v[0] == name)
     # both schedules reach a teacher-forcing ratio of 0.5 at the last step
     fill = {"steps": steps, "exp_k": f"{0.5 ** (1 / steps):.8f}", "sig_k": f"{inverse_sigmoid_k(steps):.2f}"}
     return [f"data.path={data}", f"train.max_steps={steps}", f"train.valid_every={steps // 2}",
@@ -138,7 +142,7 @@ def run_variant(name: str, args: argparse.Namespace) -> None:
 def load_results(runs: Path) -> dict[str, dict]:
     """{variant: {"beam": figures, "greedy": figures}} of every variant scored so far, the
     baseline's seeds included, in the order of the table."""
-    seeds = sorted((int(d.name[4:]) for d in runs.glob("seed*") if d.name[4:].isdigit()), key=int)
+    seeds = sorted(k for d in runs.glob("seed*") if (k := seed_of(d.name)))
     found = {}
     for name in [BASELINE, *(f"seed{k}" for k in seeds), *(v[0] for v in VARIANTS[1:])]:
         for kind, greedy in (("beam", False), ("greedy", True)):
@@ -159,8 +163,8 @@ def row_command(name: str, steps: int, runs: Path) -> str:
 
 def what(name: str) -> str:
     """The 'what changes' cell of a row."""
-    if name.startswith("seed"):
-        return f"the baseline again with train.seed={name[4:]}: the run-to-run spread"
+    if seed_of(name):
+        return f"the baseline again with train.seed={seed_of(name)}: the run-to-run spread"
     return next(v[1] for v in VARIANTS if v[0] == name)
 
 
@@ -168,7 +172,7 @@ def table(results: dict[str, dict], runs: Path) -> str:
     """The markdown section: the baseline, its seeds and greedy search, then one row per variant;
     differences against the mean of the baseline's seeds."""
     scored = {n: r["beam"] for n, r in results.items() if "beam" in r}
-    runs_of_baseline = [r["bleu"] for n, r in scored.items() if n == BASELINE or n.startswith("seed")]
+    runs_of_baseline = [r["bleu"] for n, r in scored.items() if n == BASELINE or seed_of(n)]
     mean = sum(runs_of_baseline) / len(runs_of_baseline) if runs_of_baseline else None
     steps = " or ".join(f"{n:,}" for n in sorted({r["steps"] for r in scored.values()}))
     machines = "; ".join(sorted({f"{r['machine']}, {r['precision']}" for r in scored.values()}))

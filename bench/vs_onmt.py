@@ -115,7 +115,6 @@ def train_both(args: argparse.Namespace, bench: speed.Bench) -> None:
             started = time.monotonic()
             while onmt.poll() is None and time.monotonic() - started < args.minutes * 60:
                 time.sleep(1.0)
-            (onmt_run / "seconds").write_text(f"{time.monotonic() - started:.1f}\n")
         finally:
             onmt.terminate()
             onmt.wait()
@@ -135,9 +134,8 @@ def score_onmt(args: argparse.Namespace, bench: speed.Bench) -> dict:
     detok = bench.corpus.detokenizer()
     hyps = [detok(line) for line in out.lines]
     refs = speed.read_lines(bench.corpus.path("test", "ref.en"))[:len(hyps)]
-    seconds = float((run / "seconds").read_text()) if (run / "seconds").is_file() else None
     return {"bleu": metrics.bleu(hyps, refs).value, "chrf": metrics.chrf(hyps, refs).value, "steps": step,
-            "train_seconds": seconds, "sentences": len(hyps)}
+            "sentences": len(hyps)}
 
 
 def table(onmt: dict, td: dict, minutes: float, command: str) -> str:
@@ -170,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         bench = speed.Bench(argparse.Namespace(emb=256, hidden=512, max_len=None), args.cache, corpus, onmt_bin)
         speed.onmt_vocab(bench)
         if not args.no_train:
-            args.runs.mkdir(parents=True, exist_ok=True)
             train_both(args, bench)
         onmt = score_onmt(args, bench)
         td = json.loads((args.runs / "transduce.json").read_text(encoding="utf-8"))
