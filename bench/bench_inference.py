@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import cpu_name, write_section  # noqa: E402
+from results_md import cpu_name, device_name, write_section  # noqa: E402
 
 from transduce import metrics
 from transduce.checkpoint import load_model
@@ -257,7 +257,7 @@ def text_table(table: list[list[str]]) -> str:
 def machine(device: torch.device) -> str:
     """CPU (or GPU) name, cores, threads, load, torch version."""
     if device.type == "cuda":
-        dev = torch.cuda.get_device_name(device)
+        dev = device_name(device)
     else:
         bf16 = "native bf16 (AMX or AVX512-BF16)" if cpu_has_fast_bf16() else "no native bf16"
         dev = (f"CPU {cpu_name()}, {bf16}, {os.cpu_count()} cores, "

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import RESULTS, cpu_name  # noqa: E402
+from results_md import RESULTS, device_name  # noqa: E402
 
 from transduce import config  # noqa: E402
 from transduce.cli import _checkpoints_to_average  # noqa: E402
@@ -130,16 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.no_train:
             train_run(args)
-        translator = Translator.from_dir(model_to_score(args), precision="auto")
+        translator = Translator.from_dir(model_to_score(args), device="auto", precision="auto")
         test_set, text, figures = score(translator, args.limit, args.beam, args.split)
     except UserError as exc:
         print(f"quality: error: {exc}", file=sys.stderr)
         return 2
     steps, seconds = training_cost(Path(args.out))
     command = "python bench/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    precision = resolve_precision(resolve_device(translator.config.train.device),
-                                  translator.config.train.precision)
-    cpu = cpu_name()
+    device = resolve_device(translator.config.train.device)
+    precision = resolve_precision(device, translator.config.train.precision)
+    cpu = device_name(device)
     machine = f"{cpu}, {precision} training"
     averaged = f" (average of the last {args.average_last})" if args.average_last else ""
     row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "

@@ -1,5 +1,5 @@
 """Shared by the benchmark scripts: rewrite one section of bench/RESULTS.md,
-name the CPU."""
+name the CPU or GPU."""
 from __future__ import annotations
 
 import platform
@@ -39,3 +39,12 @@ def cpu_name() -> str:
     except OSError:
         line = ""
     return line.split(":", 1)[1].strip() if line else platform.processor() or platform.machine()
+
+
+def device_name(device) -> str:
+    """The GPU's name for a CUDA device, else the CPU's (cpu_name)."""
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return cpu_name()

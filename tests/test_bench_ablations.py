@@ -102,3 +102,17 @@ def test_table_from_the_scores_on_disk(tmp_path):
 def test_missing_corpus_is_one_clear_error(tmp_path, capsys):
     assert ablations.main(["--data", str(tmp_path / "none"), "--runs", str(tmp_path)]) == 2
     assert f"no Multi30k corpus in {tmp_path / 'none'}" in capsys.readouterr().err
+
+
+def test_report_trains_nothing_and_writes_the_section(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ablations, "run_variant", lambda *a: pytest.fail("--report must not train"))
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Other\n\nkept\n")
+    args = ["--report", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "none"),
+            "--results", str(results), "--write"]
+    assert ablations.main(args) == 1  # nothing scored yet: said, nothing written
+    assert "no scored variant" in capsys.readouterr().err
+    score(tmp_path / "runs", "recipe", 31.0)
+    assert ablations.main(args) == 0
+    text = results.read_text()
+    assert "## Other\n\nkept\n" in text and "| recipe | " in text and "| 31.0 |" in text

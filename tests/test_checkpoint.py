@@ -51,6 +51,28 @@ def test_save_load_round_trip_with_shared_weights(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary folders left
 
 
+def test_rnn_weights_that_share_one_flat_buffer_are_each_stored(tmp_path):
+    """On a GPU cuDNN keeps an RNN's weights as views into one flat buffer: every view is a
+    weight of its own (saving once refused them), while tied weights stay stored once."""
+    model, cfg, src, tgt = _setup(enc_layers=2, bidirectional=True)
+    rnn = model.encoder.rnn
+    params = [p for _, p in rnn.named_parameters()]
+    flat = torch.cat([p.detach().flatten() for p in params])
+    offset = 0
+    for p in params:  # what flatten_parameters() does on a GPU
+        p.data = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    assert len({p.untyped_storage().data_ptr() for p in params}) == 1
+    ck.save_model(tmp_path / "m", model, cfg, src, tgt)
+    stored = ck.read_tensors(tmp_path / "m" / "model.safetensors")
+    assert {f"encoder.rnn.{n}" for n, _ in rnn.named_parameters()} <= stored.keys()
+    tied = {"encoder.embedding.weight", "decoder.embedding.weight", "decoder.out.weight"}
+    assert len(tied & stored.keys()) == 1  # one tensor under three names
+    loaded = ck.load_model(tmp_path / "m")
+    for (k, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_truncated_weights_name_the_file_and_previous_still_loads(tmp_path):
     model, cfg, src, tgt = _setup()
     ck.save_model(tmp_path / "step-1", model, cfg, src, tgt, {"step": 1})
@@ -186,7 +208,7 @@ def test_a_safetensors_full_disk_is_the_disk_full_checkpoint_error(tmp_path, mon
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(ck, "_st_save_model", full)
+    monkeypatch.setattr(ck, "save_file", full)
     with pytest.raises(CheckpointError, match="m: disk full .* previous checkpoint was left intact"):
         ck.save_model(tmp_path / "m", model, cfg, src, tgt)
     assert list(tmp_path.iterdir()) == []

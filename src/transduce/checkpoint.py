@@ -64,7 +64,6 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from safetensors.torch import save_model as _st_save_model
 from torch import Tensor, nn
 
 from . import config as config_mod
@@ -135,9 +134,20 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, st
 
 
 def _save_module(model: nn.Module, path: Path) -> None:
-    """Write a module's state dict; shared (tied) tensors are stored once."""
-    with _safetensors_io():
-        _st_save_model(model, str(path), metadata={"format": "pt"})
+    """Write a module's state dict; tied tensors (one tensor under several names) are stored
+    once, under the first name in sorted order, the others named in the metadata (as
+    safetensors' save_model does). Tensors that merely share a storage, such as the views
+    into cuDNN's flat RNN weights on a GPU, are separate weights and each is stored."""
+    groups: dict[tuple, list[str]] = {}
+    state = model.state_dict()
+    for name, t in state.items():
+        groups.setdefault((t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), []).append(name)
+    metadata, kept = {"format": "pt"}, {}
+    for names in groups.values():
+        first, *others = sorted(names)
+        kept[first] = state[first]
+        metadata.update({other: first for other in others})
+    _save_tensors(kept, path, metadata)
     _usual_mode(path)
 
 
@@ -342,9 +352,11 @@ def load_weights(model: nn.Module, path: str | Path, device: str | torch.device 
 
 
 def _is_alias(own: dict[str, Tensor], key: str, saved: dict[str, Tensor]) -> bool:
-    """True when ``own[key]`` shares storage with a tensor saved under another name."""
-    ptr = own[key].untyped_storage().data_ptr()
-    return any(k in saved and own[k].untyped_storage().data_ptr() == ptr for k in own if k != key)
+    """True when ``own[key]`` is a tensor saved under another name (tied weights; views that
+    only share a storage, as cuDNN's flat RNN weights do, are not aliases)."""
+    t = own[key]
+    return any(k in saved and own[k].data_ptr() == t.data_ptr() and own[k].shape == t.shape
+               for k in own if k != key)
 
 
 def load_config(dir: str | Path) -> Config:
