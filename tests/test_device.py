@@ -53,6 +53,18 @@ def test_resolve_device(monkeypatch):
         dev.resolve_device("cuda:0")
 
 
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert dev.resolve_device("auto", local_rank=0) == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match=r"'train.device': cuda:1 requested but 1 GPU\(s\) are visible "
+                                          r"\(LOCAL_RANK 1: start at most 1 process\(es\) per machine, "
+                                          r"or set train.device=cpu\)"):
+        dev.resolve_device("auto", local_rank=1, key="train.device")
+    with pytest.raises(ConfigError, match=r"cuda:3 requested but 1 GPU\(s\) are visible$"):
+        dev.resolve_device("cuda:3")
+
+
 def test_config_accepts_auto_precision():
     from transduce.config import load
 

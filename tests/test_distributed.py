@@ -33,7 +33,7 @@ def _cfg_dict(accum):
     """The shared tiny config, without dropout, with plain SGD: two ranks must match one process."""
     return tiny_config_dict(
         data={"toy_size": 96}, model={"dropout": 0.0, "emb_dropout": 0.0}, search={"max_len_b": 1},
-        train={"batch_sentences": 12, "max_steps": 3, "optimizer": "sgd", "lr": 0.5, "clip_norm": None,
+        train={"device": "cpu", "batch_sentences": 12, "max_steps": 3, "optimizer": "sgd", "lr": 0.5, "clip_norm": None,
                "accum_steps": accum, "valid_every": 100, "valid_max_sentences": 4})
 
 

@@ -21,18 +21,25 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def resolve_device(name: str | torch.device, local_rank: int = 0, key: str = "device") -> torch.device:
     """``auto`` -> cuda:<local_rank> if available else cpu; otherwise torch.device(name).
 
-    Raises ConfigError naming ``key`` for an unknown device or CUDA without a GPU.
+    Raises ConfigError naming ``key`` for an unknown device, CUDA without a GPU, or a GPU
+    index past the visible ones (more processes than GPUs on a machine).
     """
     if str(name) == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"'{key}': unknown device {name!r}") from None
+        device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"'{key}': unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"'{key}': {name} requested but CUDA is not available")
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        rank = f" (LOCAL_RANK {local_rank}: start at most {count} process(es) per machine, or set " \
+               f"{key}=cpu)" if str(name) in ("auto", "cuda") and local_rank else ""
+        raise ConfigError(f"'{key}': {device} requested but {count} GPU(s) are visible{rank}")
     return device
 
 

@@ -182,6 +182,8 @@ def init_distributed(device: torch.device) -> Workers:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     owns = not dist.is_initialized()
     if owns:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives run on this process's own GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Workers(rank, world, local, owns)
 

@@ -100,8 +100,7 @@ def _json_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("target, fault", [("_st_save_model", _safetensors_full),
-                                           ("save_file", _safetensors_full),
+@pytest.mark.parametrize("target, fault", [("save_file", _safetensors_full),  # weights and trainer state
                                            ("_write_text", _json_full)])
 def test_an_injected_full_disk(tmp_path, capsys, monkeypatch, target, fault):
     _check_full_then_free(tmp_path / "run", capsys, lambda: monkeypatch.setattr(ck, target, fault),
