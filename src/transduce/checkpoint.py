@@ -141,7 +141,8 @@ def _save_module(model: nn.Module, path: Path) -> None:
     groups: dict[tuple, list[str]] = {}
     state = model.state_dict()
     for name, t in state.items():
-        groups.setdefault((t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), []).append(name)
+        where = t.data_ptr() if t.numel() else id(t)  # empty tensors all have address 0
+        groups.setdefault((t.device, where, t.dtype, tuple(t.shape), t.stride()), []).append(name)
     metadata, kept = {"format": "pt"}, {}
     for names in groups.values():
         first, *others = sorted(names)
