@@ -133,16 +133,21 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, st
     _usual_mode(path)
 
 
+def _tensor_key(t: Tensor) -> tuple:
+    """Equal for the same tensor under two names (tied weights), different for tensors that
+    merely share a storage, such as the views into cuDNN's flat RNN weights on a GPU."""
+    where = t.data_ptr() if t.numel() else id(t)  # empty tensors all have address 0
+    return t.device, where, t.dtype, tuple(t.shape), t.stride()
+
+
 def _save_module(model: nn.Module, path: Path) -> None:
-    """Write a module's state dict; tied tensors (one tensor under several names) are stored
-    once, under the first name in sorted order, the others named in the metadata (as
-    safetensors' save_model does). Tensors that merely share a storage, such as the views
-    into cuDNN's flat RNN weights on a GPU, are separate weights and each is stored."""
+    """Write a module's state dict; tied tensors (one tensor under several names, _tensor_key)
+    are stored once, under the first name in sorted order, the others named in the metadata
+    (as safetensors' save_model does); every other tensor is stored."""
     groups: dict[tuple, list[str]] = {}
     state = model.state_dict()
     for name, t in state.items():
-        where = t.data_ptr() if t.numel() else id(t)  # empty tensors all have address 0
-        groups.setdefault((t.device, where, t.dtype, tuple(t.shape), t.stride()), []).append(name)
+        groups.setdefault(_tensor_key(t), []).append(name)
     metadata, kept = {"format": "pt"}, {}
     for names in groups.values():
         first, *others = sorted(names)
@@ -353,11 +358,10 @@ def load_weights(model: nn.Module, path: str | Path, device: str | torch.device 
 
 
 def _is_alias(own: dict[str, Tensor], key: str, saved: dict[str, Tensor]) -> bool:
-    """True when ``own[key]`` is a tensor saved under another name (tied weights; views that
-    only share a storage, as cuDNN's flat RNN weights do, are not aliases)."""
-    t = own[key]
-    return any(k in saved and own[k].data_ptr() == t.data_ptr() and own[k].shape == t.shape
-               for k in own if k != key)
+    """True when ``own[key]`` is a tensor saved under another name (tied weights, as
+    _save_module groups them)."""
+    mine = _tensor_key(own[key])
+    return any(k in saved and _tensor_key(own[k]) == mine for k in own if k != key)
 
 
 def load_config(dir: str | Path) -> Config:
