@@ -210,6 +210,7 @@ def test_demo_quick_runs_end_to_end(capsys, tmp_path):
     assert scores["words"] == 300
     assert 0.0 <= scores["word_error_rate"] <= 100.0 and scores["phoneme_error_rate"] >= 0.0
     assert "hello" in stdout and "word error rate" in stdout
+    assert "(60 steps, 2 worker processes)" in stdout  # the recipe's two CPU workers
     assert (out / "attention.png").read_bytes()[:4] == b"\x89PNG"
     took = re.search(r"^transduce demo took (\d+\.\d) minutes \((\d+\.\d) training, (\d+\.\d) testing\); "
                      r"the full g2p recipe .* reaches test WER \d+\.\d%, PER \d+\.\d%\.$", stdout, re.M)

@@ -1,17 +1,22 @@
-"""Two CPU processes (gloo, torchrun-style environment) train like one process on the same global batch."""
+"""Two CPU processes (gloo), started by torchrun or by train.processes, train like one process on the
+same global batch; they agree on time budgets, Ctrl-C and errors."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from conftest import tiny_config_dict
+from transduce import checkpoint as ck
 from transduce.config import from_dict
-from transduce.train import Trainer
+from transduce.errors import ConfigError, DataError
+from transduce.train import Trainer, train
 
 CHILD = """
 import json, os, sys
@@ -87,3 +92,112 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     assert moved > 5  # training did change the weights
     assert (tmp_path / "ddp" / "model.safetensors").is_file()  # rank 0 wrote the run folder
     assert (tmp_path / "ddp" / "log.jsonl").read_text().count('"split": "valid"') == 1  # rank 0 only
+
+
+# --- train.processes: workers started by transduce itself ----------------------------------
+
+def _needs_distributed():
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+
+
+def test_train_processes_starts_workers_that_train_like_one_process(tmp_path):
+    _needs_distributed()
+    launched = train(from_dict(dict(_cfg_dict(accum=1), train=dict(_cfg_dict(1)["train"], processes=2))),
+                     tmp_path / "launched")
+    single = train(from_dict(_cfg_dict(accum=2)), tmp_path / "single")
+    assert launched["steps"] == single["steps"] == 3
+    assert launched["tokens"] == single["tokens"]  # the union of both workers' batches
+    a, b = load_file(str(tmp_path / "launched" / "model.safetensors")), load_file(str(tmp_path / "single" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_time_budget_ends_every_worker_at_the_same_step(tmp_path):
+    """Each worker measures its own clock; they agree on the longest after every update, so
+    none is left waiting for a peer that stopped (which would hang) and the run ends."""
+    _needs_distributed()
+    cfg = _cfg_dict(accum=1)
+    cfg["train"].update(processes=2, max_steps=100000, max_minutes=0.05, lr_schedule="cosine",
+                        valid_every=100000)
+    summary = train(from_dict(cfg), tmp_path / "run")
+    assert 0 < summary["steps"] < 100000 and summary["time_s"] >= 3.0
+    assert ck.load_model(tmp_path / "run").meta["step"] == summary["steps"]
+
+
+def test_workers_agree_on_the_longest_time_and_on_any_stop(tmp_path):
+    _needs_distributed()
+    script = """
+import json, os, torch.distributed as dist
+from transduce.train import init_distributed
+import torch
+w = init_distributed(torch.device("cpu"))
+rank = w.rank
+print(json.dumps([w.agree([4.0, 7.5][rank], [False, True][rank]), w.agree(1.0 + rank, False)]))
+w.close()
+"""
+    port, procs = _free_port(), []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert json.loads(out) == [[7.5, True], [2.0, False]]
+
+
+def test_a_workers_user_error_is_raised_in_the_caller_with_its_message(tmp_path):
+    _needs_distributed()
+    bad = tmp_path / "train.tsv"
+    bad.write_bytes(b"a b\tb a\n\xff c\tc\n")
+    cfg = _cfg_dict(accum=1)
+    cfg["data"] = {"corpus": None, "train": [str(bad)]}
+    cfg["train"]["processes"] = 2
+    with pytest.raises(DataError, match=rf"{bad}:2: invalid UTF-8"):
+        train(from_dict(cfg), tmp_path / "run")
+
+
+def test_more_processes_than_gpus_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = _cfg_dict(accum=1)
+    cfg["train"].update(processes=2, device="cuda")
+    with pytest.raises(ConfigError, match=r"'train.processes': 2 processes need 2 GPUs, 1 are visible"):
+        train(from_dict(cfg), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_stops_every_worker_at_one_step_and_the_run_resumes(tmp_path):
+    """The terminal's Ctrl-C reaches the launcher and both workers (one process group)."""
+    _needs_distributed()
+    cfg = _cfg_dict(accum=1)
+    cfg["train"].update(processes=2, max_steps=100000, valid_every=100000, progress=True,
+                        progress_every=1.0, batch_sentences=4)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "transduce", "train", str(path), "--out", str(run)],
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stderr:  # the first progress line: the workers are training
+        if line.startswith("transduce: step "):
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the workers did not stop after Ctrl-C")
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] and summary["steps"] > 0
+    assert err.count("interrupted at step") == 1  # rank 0 alone speaks
+    assert (run / "checkpoints" / f"step-{summary['steps']}").is_dir()
+    resumed = subprocess.run([sys.executable, "-m", "transduce", "train", "--resume", str(run),
+                              f"train.max_steps={summary['steps'] + 2}"], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             text=True, capture_output=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["steps"] == summary["steps"] + 2

@@ -217,6 +217,10 @@ class TrainConfig:
     log_every: int = ranged(50, 1)
     device: str = "auto"
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1 ..."""
+    processes: int = ranged(1, 1, 1024)
+    """Data-parallel worker processes to start on this machine (gloo on the CPU, where
+    they share the threads; one GPU each on CUDA). Each takes its own batches, so an
+    update sees processes x batch_tokens. Ignored under torchrun, which starts them."""
     tensorboard: bool = True
     progress: bool = True
     """A progress bar on a terminal; elsewhere (a log file, nohup) a plain line every

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import config
 from .config import RECIPES, DecodeOptions
 from .corpora import load_splits, strip_stress
+from .device import resolve_device
 from .metrics import g2p_error_rates
 from .train import train
 from .translator import Translator
@@ -60,9 +61,12 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | None = None)
     started = time.perf_counter()
     extra = (QUICK_OVERRIDES if quick else []) + list(overrides or [])
     cfg = config.load(RECIPES / "demo.yaml", extra)
+    if cfg.train.processes > 1 and resolve_device(cfg.train.device, key="train.device").type != "cpu":
+        cfg = config.load(RECIPES / "demo.yaml", [*extra, "train.processes=1"])  # worker processes share CPU cores; a GPU trains alone
     budget = (f"{cfg.train.max_minutes:g} minutes or {cfg.train.max_steps:,} steps, whichever comes first"
               if cfg.train.max_minutes else f"{cfg.train.max_steps:,} steps")
-    print(f"transduce demo: training the g2p recipe into {out} ({budget})")
+    workers = f", {cfg.train.processes} worker processes" if cfg.train.processes > 1 else ""
+    print(f"transduce demo: training the g2p recipe into {out} ({budget}{workers})")
     train(cfg, out, resume=False)
     trained = time.perf_counter()
 

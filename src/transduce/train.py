@@ -82,7 +82,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, launch
 from .batching import BatchSampler, Example, collate, encode_pairs, example_sizes, filter_long
 from .config import Config, TrainConfig
 from .corpora import load_splits
@@ -144,6 +144,7 @@ class Workers:
     world: int = 1
     local_rank: int = 0
     owns_group: bool = False  # this process made the process group (and destroys it)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives run
 
     @property
     def enabled(self) -> bool:
@@ -168,6 +169,16 @@ class Workers:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
+        """(the longest ``elapsed`` of all processes, whether any of them has to ``stop``):
+        one small all-reduce per update, so that a time budget or Ctrl-C ends every process
+        at the same step, and a budgeted learning rate is the same on all of them."""
+        if not self.enabled:
+            return elapsed, stop
+        box = torch.tensor([elapsed, float(stop)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(box, op=dist.ReduceOp.MAX)
+        return float(box[0]), bool(box[1])
+
     def close(self) -> None:
         """Destroy the process group when this process made it."""
         if self.owns_group and dist.is_initialized():
@@ -185,7 +196,7 @@ def init_distributed(device: torch.device) -> Workers:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # NCCL's collectives run on this process's own GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Workers(rank, world, local, owns)
+    return Workers(rank, world, local, owns, device)
 
 
 # --- data ------------------------------------------------------------------------
@@ -353,6 +364,7 @@ class Trainer:
         self.validated_at: int | None = None  # step of the last validation of this session
         self.updating = False  # from the optimizer step until the counters move (see _stop_on_interrupt)
         self.stop_requested = self.interrupted = self.stopped_early = False
+        self.stop_signal = False  # Ctrl-C seen by this process; stop_requested once all processes know
         self.nonfinite = 0  # consecutive updates skipped for a non-finite loss or gradient norm
         show_plain = opts.progress and self.workers.main and not sys.stderr.isatty()
         self.plain_progress = PlainProgress(opts.progress_every, show_plain)
@@ -703,7 +715,8 @@ class Trainer:
             if self.nonfinite >= opts.max_nonfinite:
                 raise self._diverged(f"{self.nonfinite} updates in a row had a non-finite loss or "
                                      "gradient norm and were skipped")
-            self.elapsed = base + time.perf_counter() - t0
+            self.elapsed, self.stop_requested = self.workers.agree(base + time.perf_counter() - t0,
+                                                                   self.stop_signal)
             bar.update(1)
             self.plain_progress.maybe_say(self, stats)
             if self.step % opts.log_every == 0 or self.step == opts.max_steps:
@@ -745,10 +758,10 @@ class Trainer:
 
         def handler(signum, frame):
             """SIGINT: ask the loop to stop; the second time, abort."""
-            if self.stop_requested:
+            if self.stop_signal:
                 raise KeyboardInterrupt
-            self.stop_requested = True
-            _say("stopping after this update and saving a checkpoint (Ctrl-C again to abort now)")
+            self.stop_signal = True
+            self._info("stopping after this update and saving a checkpoint (Ctrl-C again to abort now)")
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
@@ -779,7 +792,10 @@ class Trainer:
 def train(cfg: Config, out_dir: str | Path, resume: bool = False,
           init_from: str | Path | None = None) -> dict:
     """Train ``cfg`` into ``out_dir`` (resume the run there when ``resume``; start from the
-    model folder ``init_from``'s weights and vocabularies: fine-tuning); returns a summary."""
+    model folder ``init_from``'s weights and vocabularies: fine-tuning); returns a summary.
+    With ``train.processes`` > 1 (and no torchrun), in that many worker processes (launch.py)."""
+    if launch.wanted(cfg):
+        return launch.launch(cfg, out_dir, resume, init_from)
     trainer = Trainer(cfg, out_dir, resume, init_from)
     try:
         return trainer.run()
