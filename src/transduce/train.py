@@ -58,7 +58,10 @@ Distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK): process group
 ``nccl`` on CUDA, ``gloo`` on CPU, DistributedDataParallel, rank 0 alone
 validates, logs and writes checkpoints (barriers around them); validation
 results are broadcast so that every rank takes the same early-stopping and
-plateau decisions.
+plateau decisions; after every update the ranks agree on the longest clock and
+on any Ctrl-C (``Workers.agree``), so a time budget or an interrupt ends them at
+the same step. ``train.processes`` starts the processes without torchrun
+(launch.py).
 """
 from __future__ import annotations
 
