@@ -3,7 +3,6 @@ same global batch; they agree on time budgets, Ctrl-C and errors."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ from conftest import tiny_config_dict
 from transduce import checkpoint as ck
 from transduce.config import from_dict
 from transduce.errors import ConfigError, DataError
+from transduce.launch import _free_port
 from transduce.train import Trainer, train
 
 CHILD = """
@@ -42,32 +42,31 @@ def _cfg_dict(accum):
                "accum_steps": accum, "valid_every": 100, "valid_max_sentences": 4})
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(tmp_path, world):
+def _torchrun_style(script, world, timeout=120, **env_extra):
+    """Run ``script`` in ``world`` processes with torchrun's environment; each one's last
+    stdout line, parsed as JSON, in rank order."""
     port, procs = _free_port(), []
     for rank in range(world):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
-                   TEST_CFG=json.dumps(_cfg_dict(accum=1)), TEST_OUT=str(tmp_path / "ddp"),
-                   TEST_WEIGHTS=str(tmp_path))
-        procs.append(subprocess.Popen([sys.executable, "-c", CHILD], env=env, text=True,
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", **env_extra)
+        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outs = []
     for p in procs:
         try:
-            out, err = p.communicate(timeout=120)
+            out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            pytest.fail("distributed training did not finish in 120 s")
+            pytest.fail(f"the distributed processes did not finish in {timeout} s")
         assert p.returncode == 0, err
         outs.append(json.loads(out.strip().splitlines()[-1]))
     return outs
+
+
+def _launch(tmp_path, world):
+    return _torchrun_style(CHILD, world, TEST_CFG=json.dumps(_cfg_dict(accum=1)),
+                           TEST_OUT=str(tmp_path / "ddp"), TEST_WEIGHTS=str(tmp_path))
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
@@ -103,8 +102,9 @@ def _needs_distributed():
 
 def test_train_processes_starts_workers_that_train_like_one_process(tmp_path):
     _needs_distributed()
-    launched = train(from_dict(dict(_cfg_dict(accum=1), train=dict(_cfg_dict(1)["train"], processes=2))),
-                     tmp_path / "launched")
+    cfg = _cfg_dict(accum=1)
+    cfg["train"]["processes"] = 2
+    launched = train(from_dict(cfg), tmp_path / "launched")
     single = train(from_dict(_cfg_dict(accum=2)), tmp_path / "single")
     assert launched["steps"] == single["steps"] == 3
     assert launched["tokens"] == single["tokens"]  # the union of both workers' batches
@@ -137,16 +137,7 @@ rank = w.rank
 print(json.dumps([w.agree([4.0, 7.5][rank], [False, True][rank]), w.agree(1.0 + rank, False)]))
 w.close()
 """
-    port, procs = _free_port(), []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        assert json.loads(out) == [[7.5, True], [2.0, False]]
+    assert _torchrun_style(script, 2, timeout=60) == [[[7.5, True], [2.0, False]]] * 2
 
 
 def test_a_workers_user_error_is_raised_in_the_caller_with_its_message(tmp_path):
