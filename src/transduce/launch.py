@@ -6,8 +6,10 @@ would give them (RANK, WORLD_SIZE, LOCAL_RANK, a free localhost port), and
 each runs the ordinary ``Trainer``: process group, DistributedDataParallel,
 rank 0 validating and writing, exactly as under torchrun (train.py says how
 the batches are shared). On the CPU the processes split the threads: small
-recurrent models use a second thread poorly, and two one-thread processes
-process about 1.3-1.5x the tokens per second of one two-thread process.
+recurrent models use a second thread poorly, and on the 2-core Xeon two
+whole demo runs back to back saw 1.28x the tokens with two one-thread
+processes (bench/RESULTS.md, "Demo"; short runs of bench/processes.py on
+the noisy host: 1.07x in the median).
 
 Errors stay the user's kind: a worker's UserError or TrainingDiverged is
 raised again in the caller with its message (the CLI prints it on one line),
