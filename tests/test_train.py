@@ -182,3 +182,26 @@ def test_time_budget_stops_training_and_drives_the_cosine(tiny_config, tmp_path,
     schedule = LRSchedule(cfg.train)
     assert schedule.lr_at(10, time_done=1.0) == pytest.approx(cfg.train.min_lr)
     assert schedule.lr_at(10, time_done=0.5) < schedule.lr_at(10)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_takes_the_fused_kernel_with_the_same_steps(name):
+    """make_optimizer picks PyTorch's fused Adam(W) on the CPU; its updates match the loop's."""
+    from transduce.config import TrainConfig
+    torch.manual_seed(0)
+    start = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(4)]
+    cfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=0.01)
+    fused = [torch.nn.Parameter(w.clone()) for w in start]
+    loop = [torch.nn.Parameter(w.clone()) for w in start]
+    opt = train_mod.make_optimizer(cfg, fused)
+    ref = type(opt)(loop, lr=1e-2, weight_decay=0.01, foreach=False)
+    assert opt.defaults["fused"] is True and type(opt).__name__.lower() == name
+    for g in grads:
+        for params, o in ((fused, opt), (loop, ref)):
+            for p, gp in zip(params, g):
+                p.grad = gp.clone()
+            o.step()
+    for a, b in zip(fused, loop):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(fused[0], start[0])
