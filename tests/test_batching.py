@@ -116,33 +116,3 @@ def test_an_epoch_covers_every_example_once_and_repeats_exactly():
 def test_sampler_needs_a_size():
     with pytest.raises(ValueError):
         BatchSampler([1, 2])
-
-
-def test_group_keeps_an_updates_batches_neighbours_in_length():
-    """group=k: the k batches of an update come from one sorted pool, side by side,
-    so worker processes taking one each wait little for each other."""
-    exs = make_examples(3000, seed=3)
-    sizes = example_sizes(exs)
-    single = BatchSampler(sizes, batch_tokens=200, seed=5, pool_batches=20)
-    paired = BatchSampler(sizes, batch_tokens=200, seed=5, pool_batches=20, group=2)
-    assert BatchSampler(sizes, batch_tokens=200, seed=5, pool_batches=20, group=1).epoch_batches(1) \
-        == single.epoch_batches(1)
-    for sampler in (paired, BatchSampler(sizes, batch_tokens=200, seed=5, group=3)):
-        batches = sampler.epoch_batches(1)
-        assert sorted(i for b in batches for i in b) == list(range(len(exs)))
-        assert sampler.epoch_batches(1) == batches and sampler.epoch_batches(2) != batches
-
-    def gaps(batches):
-        """|largest size of batch 2k - that of batch 2k+1| for each update of two."""
-        top = [max(sizes[i] for i in b) for b in batches]
-        return [abs(top[k] - top[k + 1]) for k in range(0, len(top) - 1, 2)]
-
-    pairs, rest = gaps(paired.epoch_batches(1)), gaps(single.epoch_batches(1))
-    n_pools = -(-len(exs) // paired._pool_size())
-    assert sum(pairs) / len(pairs) < 0.3 * sum(rest) / len(rest)
-    # the pair's two batches are neighbours in one sorted pool: sizes do not overlap
-    # (each pool leaves at most one odd batch, at the end of the epoch)
-    batches = paired.epoch_batches(1)
-    for k in range(0, len(batches) - 2 * n_pools, 2):
-        a, b = sorted((batches[k], batches[k + 1]), key=lambda x: min(sizes[i] for i in x))
-        assert max(sizes[i] for i in a) <= min(sizes[i] for i in b)

@@ -10,13 +10,8 @@ than the budget still gets a batch of its own (nothing is dropped).
 Shuffled epochs (:meth:`BatchSampler.epoch_batches`): permute the examples
 with ``numpy.random.default_rng([seed, epoch])``, cut the permutation into
 pools of about ``pool_batches`` (100) batches, sort each pool by size (stable),
-cut batches greedily, then shuffle the batch order. With ``group`` > 1 (the
-micro-batches of one update: ``accum_steps * processes``) the shuffle moves
-runs of ``group`` neighbouring batches of a pool, so the batches of one update
-have about the same lengths and the worker processes, which take one each,
-take about as long (a pool's last run, when shorter, goes to the end of the
-epoch). The result depends only on (lengths, budget, seed, epoch, group), so
-a run can resume at (epoch, position).
+cut batches greedily, then shuffle the batch order. The result depends only
+on (lengths, budget, seed, epoch), so a run can resume at (epoch, position).
 Unshuffled: sort everything by size, cut, keep that order (validation,
 translation).
 """
@@ -149,13 +144,12 @@ class BatchSampler:
     ``lengths``: the size of each example (see :func:`example_sizes`).
     Exactly one of ``batch_tokens`` (padded-token budget) or
     ``batch_sentences`` (examples per batch) is used; ``batch_sentences``
-    wins when both are given. ``group``: the batches of one update, shuffled
-    together (see the module docstring).
+    wins when both are given.
     """
 
     def __init__(self, lengths: Sequence[int], batch_tokens: int | None = None,
                  batch_sentences: int | None = None, shuffle: bool = True,
-                 seed: int = 0, pool_batches: int = 100, group: int = 1):
+                 seed: int = 0, pool_batches: int = 100):
         if batch_sentences is None and batch_tokens is None:
             raise ValueError("BatchSampler needs batch_tokens or batch_sentences")
         if (batch_sentences or batch_tokens) < 1:
@@ -166,7 +160,6 @@ class BatchSampler:
         self.shuffle = shuffle
         self.seed = seed
         self.pool_batches = pool_batches
-        self.group = max(1, group)
         self._len: int | None = None
 
     def _pool_size(self) -> int:
@@ -192,14 +185,11 @@ class BatchSampler:
         rng = np.random.default_rng([self.seed, epoch])
         perm = rng.permutation(n)
         pool = self._pool_size()
-        runs, rest = [], []  # runs of `group` neighbouring batches; the pools' shorter last runs
+        batches = []
         for start in range(0, n, pool):
-            cut = self._cut(perm[start:start + pool])
-            whole = len(cut) - len(cut) % self.group
-            runs.extend(cut[k:k + self.group] for k in range(0, whole, self.group))
-            rest.extend(cut[whole:])
-        order = rng.permutation(len(runs))
-        return [batch for k in order for batch in runs[k]] + rest
+            batches.extend(self._cut(perm[start:start + pool]))
+        order = rng.permutation(len(batches))
+        return [batches[k] for k in order]
 
     def __len__(self) -> int:
         """Number of batches of epoch 0 (other epochs may differ by a few)."""

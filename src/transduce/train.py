@@ -18,8 +18,7 @@ announced (no validation: the run folder then holds the last model).
 
 Steps. ``step`` counts optimizer updates. One update consumes a *group* of
 ``accum_steps * world_size`` consecutive batches of the epoch's seeded batch
-order (batching.BatchSampler: neighbours in a length-sorted pool, so the
-ranks' batches take about as long); rank r takes ``group[r::world_size]``. The
+order (batching.BatchSampler); rank r takes ``group[r::world_size]``. The
 loss of every micro-batch is ``loss_sum * world_size / N`` with N the number
 of target tokens of the whole group (known to every rank without
 communication), so after DDP's gradient averaging the gradient is that of
@@ -30,7 +29,7 @@ epoch is skipped; nothing is skipped with one process).
 
 Exact resume. Before every update the torch RNG (dropout) and the
 teacher-forcing coin generator are re-seeded from (seed, step, rank), the
-batch order depends only on (seed, epoch, group size) and the position in the epoch is
+batch order depends only on (seed, epoch) and the position in the epoch is
 saved, the optimizer, LR schedule, GradScaler, early-stopping state and RNG
 states are saved; validation runs under ``torch.random.fork_rng`` and does
 not move any generator. On CPU a run stopped at step k and resumed ends with
@@ -225,9 +224,8 @@ class TrainingData:
         return self.src_codec, self.tgt_codec
 
 
-def build_data(cfg: Config, codecs: tuple[Codec, Codec] | None = None, world: int = 1) -> TrainingData:
-    """Corpus -> tokenizers/vocabularies (or the given ones, on resume) -> examples -> sampler
-    (whose updates take ``accum_steps * world`` neighbouring batches: ``world`` processes)."""
+def build_data(cfg: Config, codecs: tuple[Codec, Codec] | None = None) -> TrainingData:
+    """Corpus -> tokenizers/vocabularies (or the given ones, on resume) -> examples -> sampler."""
     splits = load_splits(cfg.data)
     src_codec, tgt_codec = codecs or build_codecs(cfg.tokenizer, splits.train)
     train, dropped = filter_long(encode_pairs(splits.train, src_codec, tgt_codec), cfg.data.max_len)
@@ -238,7 +236,7 @@ def build_data(cfg: Config, codecs: tuple[Codec, Codec] | None = None, world: in
     valid_keep = [i for i, ex in enumerate(valid) if ex.src_ids]
     opts = cfg.train
     sampler = BatchSampler(example_sizes(train), opts.batch_tokens, opts.batch_sentences, shuffle=True,
-                           seed=opts.seed, group=opts.accum_steps * world)
+                           seed=opts.seed)
     return TrainingData(src_codec, tgt_codec, train, [valid[i] for i in valid_keep],
                         [splits.valid[i] for i in valid_keep], sampler, dropped, splits.valid_carved,
                         _unknown_percent(train))
@@ -256,8 +254,8 @@ def _unknown_percent(examples: list[Example]) -> tuple[float, float]:
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     """Adam / AdamW / SGD from the config. Adam and AdamW take PyTorch's fused kernel
-    where this torch has one for the device (CUDA; CPU from torch 2.4): 2.7x (demo model)
-    to 4x (g2p model) faster optimizer steps than the per-tensor loop on a Xeon core."""
+    where this torch has one for the device (CUDA; CPU from torch 2.4): several times faster
+    steps than the per-tensor loop on the CPU (bench/optimizer.py)."""
     params = list(params)
     if cfg.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
@@ -357,8 +355,7 @@ class Trainer:
         self.init_from = None if start or init_from is None else model_folder(init_from)
         init = checkpoint.load_model(self.init_from) if self.init_from else None
         source = start.loaded if start else init
-        self.data = build_data(cfg, (source.src_codec, source.tgt_codec) if source else None,
-                               self.workers.world)
+        self.data = build_data(cfg, (source.src_codec, source.tgt_codec) if source else None)
         self.model = self._build_model(start, init)  # the Seq2Seq itself
         self.wrapped = self._wrap(self.model)  # what the training forward calls: DDP or the model
         self.optimizer = make_optimizer(opts, self.model.parameters())
