@@ -2,7 +2,8 @@
 
 Trains the same recipe (default: the demo's g2p model) for ``--steps`` updates
 with N worker processes (``train.processes=N``, 1 thread each) and with one
-process of N threads, alternating the two ``--alternations`` times, and
+process of N threads, alternating the two ``--alternations`` times (taking
+turns at going first), and
 reports the median target tokens per second of each (the run's own count of
 target tokens over its training time: worker start-up and data loading are
 outside it, validation is switched off) and their ratio. A worker process
@@ -58,8 +59,11 @@ def main() -> None:
     rates: dict[str, list[float]] = {"threads": [], "workers": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.alternations):
-            rates["threads"].append(run_once(args.recipe, args.steps, 1, n, Path(tmp) / f"t{i}"))
-            rates["workers"].append(run_once(args.recipe, args.steps, n, 1, Path(tmp) / f"w{i}"))
+            # the two take turns at going first: on a shared host the first run of an
+            # alternation was often the slower one, whichever it was
+            for kind in ("threads", "workers")[::1 if i % 2 == 0 else -1]:
+                procs, threads = (1, n) if kind == "threads" else (n, 1)
+                rates[kind].append(run_once(args.recipe, args.steps, procs, threads, Path(tmp) / f"{kind}{i}"))
             print(f"alternation {i + 1}: 1 process x {n} threads {rates['threads'][-1]:,.0f} tok/s, "
                   f"{n} processes x 1 thread {rates['workers'][-1]:,.0f} tok/s", file=sys.stderr)
     one, many = statistics.median(rates["threads"]), statistics.median(rates["workers"])
