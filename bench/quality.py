@@ -3,6 +3,7 @@
     python bench/quality.py g2p --out runs/g2p                 # train, then score the test split
     python bench/quality.py g2p --out runs/g2p --no-train      # score a run that trained already
     python bench/quality.py g2p --out runs/g2p --no-train --split valid --beam 10   # choose settings
+    python bench/quality.py g2p search.length_penalty=gnmt --out runs/g2p --no-train --split valid
     python bench/quality.py multi30k data.path=../shared/data/multi30k --out runs/m30k --write
 
 Training is ``transduce train RECIPE [key=value ...] --out RUN`` (resumed when
@@ -13,7 +14,8 @@ convention (any dictionary pronunciation counts: word and phoneme error
 rates, as ``transduce demo`` prints), the others with sacreBLEU BLEU and chrF
 (cased, detokenized) and their signatures. With ``--average-last N`` the
 newest N step checkpoints are averaged first (``transduce average RUN --last
-N``) and the average is scored. The row gives recipe, test set, figures,
+N``) and the average is scored. ``search.*`` overrides change the decoding
+of the score (with ``--no-train`` too; ``--beam N`` is ``search.beam=N``). The row gives recipe, test set, figures,
 steps, training wall time, machine and precision, and the command; a row of
 the same command is replaced, others are kept. Never tune on the test split:
 choose settings on the validation split (``--split valid`` scores it the same
@@ -82,14 +84,22 @@ def model_to_score(args: argparse.Namespace) -> Path:
     return target
 
 
+def search_options(run: Path, overrides: list[str]):
+    """The run's own search options with the ``search.*`` overrides applied (checked as
+    `transduce train` checks them), or None without any."""
+    changes = [o for o in overrides if o.split(".")[0] == "search"]
+    return config.load(run / "config.yaml", changes).search if changes else None
+
+
 def score(translator: Translator, limit: int | None, beam: int | None,
-          split: str = "test") -> tuple[str, str, dict]:
-    """(split name, result text, figures) of the model's own test (or validation) split."""
+          split: str = "test", base=None) -> tuple[str, str, dict]:
+    """(split name, result text, figures) of the model's own test (or validation) split,
+    decoded with ``base`` (default: the run's search options) and ``beam``."""
     cfg = translator.config
     pairs = getattr(load_splits(cfg.data), split)
     if not pairs:
         raise UserError(f"the corpus of {cfg.data.corpus or cfg.data.train} has no {split} split")
-    options = translator.options() if beam is None else translator.options(beam=beam)
+    options = translator.options(base) if beam is None else translator.options(base, beam=beam)
     name = f"{cfg.data.corpus or getattr(cfg.data, split)} {split}"
     if (cfg.data.corpus or "").startswith("cmudict"):
         got = score_g2p(translator, pairs, limit, options)
@@ -131,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_train:
             train_run(args)
         translator = Translator.from_dir(model_to_score(args), device="auto", precision="auto")
-        test_set, text, figures = score(translator, args.limit, args.beam, args.split)
+        test_set, text, figures = score(translator, args.limit, args.beam, args.split,
+                                        search_options(Path(args.out), args.overrides))
     except UserError as exc:
         print(f"quality: error: {exc}", file=sys.stderr)
         return 2

@@ -67,6 +67,23 @@ def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
     assert valid.returncode == 0, valid.stderr
     assert re.search(r"^\| toy \| reverse valid \| BLEU \d+\.\d, chrF \d+\.\d \(50 sentences", valid.stdout, re.M)
     assert results.read_text(encoding="utf-8").count("| toy | reverse valid |") == 0
+    rescore = ["--out", str(tmp_path / "run"), "--limit", "50", "--no-train", "--split", "valid"]
+    beam3 = run("quality.py", "toy", "search.beam=3", "search.length_penalty=none", *rescore)
+    assert beam3.returncode == 0, beam3.stderr
+    assert re.search(r"^\| toy \| reverse valid \| BLEU \d+\.\d, chrF \d+\.\d \(50 sentences, beam 3;",
+                     beam3.stdout, re.M)
+    bad = run("quality.py", "toy", "search.beam=0", *rescore)
+    assert bad.returncode == 2 and "search.beam" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_dropout_bench_times_both_masks_per_step():
+    out = run("dropout.py", "--recipes", "toy", "--steps", "2", "--alternations", "2")
+    assert out.returncode == 0, out.stderr
+    rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", out.stdout, re.M)
+    assert [r[0] for r in rows] == ["one dropout, [190, 12, 512], p 0.1 (forward + backward)",
+                                    "`toy` training step (dropout 0.0, embeddings 0.0)"], out.stdout
+    assert all(float(v) > 0 for r in rows for v in r[1:])
+    assert "Command: `python3 bench/dropout.py --recipes toy --steps 2 --alternations 2`" in out.stdout
 
 
 def test_optimizer_bench_times_the_three_adam_variants():

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from . import rnn as rnnlib
 from .attention import Attention
+from .dropout import Dropout
 from .rnn import Hidden
 from .vocab import PAD
 
@@ -96,7 +97,7 @@ class Decoder(nn.Module):
         self.input_feeding = family == "luong" and input_feeding
         self.embedding = (embedding if embedding is not None
                           else nn.Embedding(vocab_size, emb_dim, padding_idx=PAD))
-        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.emb_dropout = Dropout(emb_dropout)
         extra = {"sutskever": 0, "cho": mem_dim, "bahdanau": mem_dim,
                  "luong": hidden if self.input_feeding else 0}[family]
         self.rnn = rnnlib.make_rnn(cell, emb_dim + extra, hidden, n_layers, dropout)
@@ -107,7 +108,7 @@ class Decoder(nn.Module):
         readout_in = {"sutskever": 0, "cho": hidden + emb_dim + mem_dim,
                       "bahdanau": hidden + mem_dim + emb_dim, "luong": mem_dim + hidden}[family]
         self.readout = nn.Linear(readout_in, hidden, bias=family != "luong") if readout_in else None
-        self.out_dropout = nn.Dropout(dropout)
+        self.out_dropout = Dropout(dropout)
         self.tied = tie_embeddings
         self._build_output(vocab_size, emb_dim, hidden)
 

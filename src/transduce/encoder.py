@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from . import rnn as rnnlib
+from .dropout import Dropout
 from .rnn import Hidden
 from .vocab import PAD
 
@@ -39,10 +40,10 @@ class Encoder(nn.Module):
         self.cell = cell
         self.embedding = (embedding if embedding is not None
                           else nn.Embedding(vocab_size, emb_dim, padding_idx=PAD))
-        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.emb_dropout = Dropout(emb_dropout)
         self.rnn = rnnlib.make_rnn(cell, emb_dim, hidden // self.directions, n_layers,
                                    dropout, bidirectional)
-        self.out_dropout = nn.Dropout(dropout)
+        self.out_dropout = Dropout(dropout)
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Hidden]:
         """src [B, S] (PAD = 0), src_lengths [B] (>= 1) ->

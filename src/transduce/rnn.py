@@ -20,6 +20,8 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
+from .dropout import dropout
+
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 Hidden = Union[Tensor, tuple[Tensor, Tensor]]
@@ -166,7 +168,7 @@ def run_step(rnn: nn.RNNBase, x: Tensor, hidden: Hidden) -> tuple[Tensor, Hidden
         hs.append(h)
         inp = h
         if layer + 1 < rnn.num_layers and rnn.dropout > 0:
-            inp = nn.functional.dropout(inp, rnn.dropout, rnn.training)
+            inp = dropout(inp, rnn.dropout, rnn.training)
     h_all = torch.stack(hs)  # [L, B, H]
     return h, ((h_all, torch.stack(cs)) if kind == "lstm" else h_all)
 
