@@ -14,7 +14,9 @@ convention (any dictionary pronunciation counts: word and phoneme error
 rates, as ``transduce demo`` prints), the others with sacreBLEU BLEU and chrF
 (cased, detokenized) and their signatures. With ``--average-last N`` the
 newest N step checkpoints are averaged first (``transduce average RUN --last
-N``) and the average is scored. ``search.*`` overrides change the decoding
+N``) and the average is scored; with ``--ensemble RUN ...`` the ensemble of the run
+and those runs (``transduce ensemble``; steps and training time are then the
+members' sums). ``search.*`` overrides change the decoding
 of the score (with ``--no-train`` too; ``--beam N`` is ``search.beam=N``). The row gives recipe, test set, figures,
 steps, training wall time, machine and precision, and the command; a row of
 the same command is replaced, others are kept. Never tune on the test split:
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from results_md import RESULTS, device_name  # noqa: E402
 
 from transduce import config  # noqa: E402
 from transduce.cli import _checkpoints_to_average  # noqa: E402
-from transduce.checkpoint import average_checkpoints  # noqa: E402
+from transduce.checkpoint import average_checkpoints, write_ensemble  # noqa: E402
 from transduce.corpora import load_splits  # noqa: E402
 from transduce.demo import score_g2p  # noqa: E402
 from transduce.device import resolve_device, resolve_precision  # noqa: E402
@@ -54,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--no-train", action="store_true", help="score the run as it is")
     p.add_argument("--average-last", type=int, metavar="N", help="score the average of the newest N steps")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN", default=[],
+                   help="score the ensemble of --out and these trained runs (transduce ensemble)")
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
     p.add_argument("--split", choices=("test", "valid"), default="test",
                    help="the split to score (default test; valid for choosing settings)")
@@ -76,12 +81,17 @@ def train_run(args: argparse.Namespace) -> None:
 
 
 def model_to_score(args: argparse.Namespace) -> Path:
-    """The run folder, or the average of its newest --average-last step checkpoints."""
-    if not args.average_last:
-        return Path(args.out)
-    target = Path(args.out) / f"average-last-{args.average_last}"
-    average_checkpoints(_checkpoints_to_average([args.out], args.average_last), target)
-    return target
+    """The run folder, the average of its newest --average-last step checkpoints, or the
+    ensemble of it (or that average) and the --ensemble runs."""
+    model = Path(args.out)
+    if args.average_last:
+        model = Path(args.out) / f"average-last-{args.average_last}"
+        average_checkpoints(_checkpoints_to_average([args.out], args.average_last), model)
+    if args.ensemble:
+        target = Path(args.out) / "ensemble"
+        shutil.rmtree(target, ignore_errors=True)
+        model = write_ensemble([model, *args.ensemble], target)
+    return model
 
 
 def search_options(run: Path, overrides: list[str]):
@@ -115,10 +125,17 @@ def score(translator: Translator, limit: int | None, beam: int | None,
     return name, text, got
 
 
-def training_cost(run: Path) -> tuple[int, float]:
-    """(steps, seconds of training) from the run's log."""
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    return max(r["step"] for r in records), max(r.get("time") or 0.0 for r in records)
+def training_cost(runs: list[Path]) -> tuple[int, float]:
+    """(steps, seconds of training) from the runs' logs, summed over the runs."""
+    steps, seconds = 0, 0.0
+    for run in runs:
+        log = run / "log.jsonl"
+        if not log.is_file():
+            raise UserError(f"{run} has no training log ({log.name}): give the folder of a training run")
+        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        steps += max(r["step"] for r in records)
+        seconds += max(r.get("time") or 0.0 for r in records)
+    return steps, seconds
 
 
 def add_row(path: Path, row: str, command: str) -> None:
@@ -143,16 +160,18 @@ def main(argv: list[str] | None = None) -> int:
         translator = Translator.from_dir(model_to_score(args), device="auto", precision="auto")
         test_set, text, figures = score(translator, args.limit, args.beam, args.split,
                                         search_options(Path(args.out), args.overrides))
+        steps, seconds = training_cost([Path(args.out), *map(Path, args.ensemble)])
     except UserError as exc:
         print(f"quality: error: {exc}", file=sys.stderr)
         return 2
-    steps, seconds = training_cost(Path(args.out))
     command = "python bench/quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     device = resolve_device(translator.config.train.device)
     precision = resolve_precision(device, translator.config.train.precision)
     cpu = device_name(device)
     machine = f"{cpu}, {precision} training"
     averaged = f" (average of the last {args.average_last})" if args.average_last else ""
+    if args.ensemble:
+        averaged += f" (ensemble with {', '.join(args.ensemble)})"
     row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "
            f"{seconds / 60:.1f} min | {machine} | `{command}` |")
     print(row)

@@ -2,6 +2,7 @@
 import gzip
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,20 @@ def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
                      beam3.stdout, re.M)
     bad = run("quality.py", "toy", "search.beam=0", *rescore)
     assert bad.returncode == 2 and "search.beam" in bad.stderr and "Traceback" not in bad.stderr
+    second = run("quality.py", "toy", "data.toy_size=200", "train.max_steps=10", "train.valid_every=10",
+                 "train.seed=2", "train.progress=false", "train.tensorboard=false", "--out", str(tmp_path / "run2"),
+                 "--limit", "5")
+    assert second.returncode == 0, second.stderr
+    ens = run("quality.py", "toy", "--out", str(tmp_path / "run"), "--no-train", "--ensemble", str(tmp_path / "run2"),
+              "--limit", "50")
+    assert ens.returncode == 0, ens.stderr
+    assert re.search(r"^\| toy \(ensemble with .*run2\) \| reverse test \| BLEU \d+\.\d, chrF \d+\.\d "
+                     r"\(50 sentences.*\| 30 \| ", ens.stdout, re.M), ens.stdout
+    assert (tmp_path / "run" / "ensemble" / "ensemble.json").is_file()
+    shutil.copytree(tmp_path / "run" / "ensemble" / "member-2", tmp_path / "model-only")
+    no_log = run("quality.py", "toy", "--out", str(tmp_path / "run"), "--no-train", "--ensemble",
+                 str(tmp_path / "model-only"), "--limit", "5")
+    assert no_log.returncode == 2 and "has no training log" in no_log.stderr
 
 
 def test_dropout_bench_times_both_masks_per_step():

@@ -7,7 +7,7 @@ from .translator import Translation, Translator
 from .version import __version__
 
 __all__ = ["Config", "DecodeOptions", "Translation", "Translator", "CheckpointError", "ConfigError",
-           "DataError", "UserError", "load", "__version__"]
+           "DataError", "UserError", "ensemble", "load", "__version__"]
 
 
 def load(model_dir, device: str = "cpu", precision: str = "fp32"):
@@ -17,3 +17,15 @@ def load(model_dir, device: str = "cpu", precision: str = "fp32"):
     >>> translator.translate(["hello"], beam=5)[0].text   # doctest: +SKIP
     """
     return Translator.from_dir(model_dir, device=device, precision=precision)
+
+
+def ensemble(model_dirs, out_dir):
+    """Write an ensemble folder of the model folders ``model_dirs`` (the CLI's ``transduce
+    ensemble RUN1 RUN2 --out DIR``) and return its path; ``load`` it like any model folder.
+
+    >>> transduce.ensemble(["runs/g2p", "runs/g2p-2"], "runs/g2p-ens")   # doctest: +SKIP
+    >>> transduce.load("runs/g2p-ens").translate(["hello"])[0].text      # doctest: +SKIP
+    """
+    from .checkpoint import write_ensemble
+
+    return write_ensemble(list(model_dirs), out_dir)

@@ -80,6 +80,7 @@ TRAINER = "trainer"
 OPTIMIZER = "optimizer.safetensors"
 RNG = "rng.safetensors"
 STATE = "state.json"
+ENSEMBLE = "ensemble.json"
 TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 """Names of the temporary files and folders the writers below make (``.NAME.tmp-PID-XXXXXXXX``)."""
 
@@ -428,10 +429,13 @@ def _check_vocab_rows(dir: Path, state: dict[str, Tensor], sizes: tuple[int, int
 
 
 def load_model(dir: str | Path, device: str | torch.device = "cpu") -> Loaded:
-    """Load a model folder written by ``save_model``/``save_checkpoint`` (model in eval mode)."""
+    """Load a model folder written by ``save_model``/``save_checkpoint`` (model in eval mode),
+    or an ensemble folder written by ``write_ensemble`` (an ensembles.Ensemble)."""
     dir = Path(dir)
     if not dir.is_dir():
         raise CheckpointError(f"model folder not found: {dir}")
+    if (dir / ENSEMBLE).is_file():
+        return _load_ensemble(dir, device)
     cfg = load_config(dir)
     meta = read_meta(dir)
     src_codec, tgt_codec = _load_codec(dir, "src"), _load_codec(dir, "tgt")
@@ -629,6 +633,10 @@ def average_checkpoints(dirs: list[str | Path], out_dir: str | Path) -> Path:
     if not dirs:
         raise CheckpointError("average_checkpoints: no checkpoint folders given")
     dirs = [Path(d) for d in dirs]
+    for d in dirs:
+        if is_ensemble(d):
+            raise CheckpointError(f"{d} is an ensemble folder: its members differ in their weights' "
+                                  f"meaning and cannot be averaged")
     states = [read_tensors(d / WEIGHTS) for d in dirs]
     avg = _average(states, dirs)
     check_finite(avg, Path(out_dir) / WEIGHTS, "write")
@@ -657,3 +665,86 @@ def _average(states: list[dict[str, Tensor]], dirs: list[Path]) -> dict[str, Ten
         else:
             out[k] = last.clone()
     return out
+
+
+# --- ensembles --------------------------------------------------------------------
+
+ENSEMBLE_SCHEMA = {"transduce_version?": str, "members": list, "sources?": list, "time?": str}
+"""ensemble.json: the member folders (names inside the ensemble folder), where they came from."""
+
+
+def is_ensemble(dir: str | Path) -> bool:
+    """True when ``dir`` is an ensemble folder (holds ensemble.json)."""
+    return (Path(dir) / ENSEMBLE).is_file()
+
+
+def _model_files(dir: Path) -> list[Path]:
+    """The files of a model folder: config, weights, meta and the codecs (src.* / tgt.*)."""
+    names = {CONFIG, WEIGHTS, META}
+    return sorted(p for p in dir.iterdir() if p.is_file() and (p.name in names or p.name.startswith(("src.", "tgt."))))
+
+
+def _check_same_codecs(dirs: list[Path]) -> None:
+    """CheckpointError unless every folder's src.* / tgt.* files equal the first folder's."""
+    def codec_files(d: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in _model_files(d) if p.name.startswith(("src.", "tgt."))}
+    first = codec_files(dirs[0])
+    for d in dirs[1:]:
+        other = codec_files(d)
+        for name in sorted(set(first) | set(other)):
+            if first.get(name) != other.get(name):
+                raise CheckpointError(f"{d / name} differs from {dirs[0] / name}: the models of an ensemble "
+                                      f"need the same vocabularies and tokenizers (trained on the same data "
+                                      f"with the same tokenizer settings)")
+
+
+def write_ensemble(dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """Write an ensemble folder ``out_dir`` of the model folders ``dirs`` (at least 2).
+
+    Each member's model files are copied into ``out_dir/member-N`` (so the folder
+    stands alone), and ``ensemble.json`` lists them. The members are loaded first
+    (every check of ``load_model``) and must share their vocabularies and
+    tokenizers; an ensemble folder cannot be a member.
+    """
+    dirs, out = [Path(d) for d in dirs], Path(out_dir)
+    if len(dirs) < 2:
+        raise CheckpointError(f"an ensemble needs at least 2 model folders, got {len(dirs)}")
+    if (out / WEIGHTS).exists() or any(out.resolve() == d.resolve() for d in dirs):
+        raise CheckpointError(f"{out} holds a model already; write the ensemble into a new folder")
+    for d in dirs:
+        if is_ensemble(d):
+            raise CheckpointError(f"{d} is an ensemble folder; give its members' folders instead")
+        load_model(d)  # every check, before anything is written
+    _check_same_codecs(dirs)
+    names = [f"member-{i}" for i in range(1, len(dirs) + 1)]
+    manifest = {"transduce_version": __version__, "members": names,
+                "sources": [str(d.resolve()) for d in dirs], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with atomic_dir(out_dir) as tmp:
+        for name, d in zip(names, dirs):
+            (tmp / name).mkdir()
+            for f in _model_files(d):
+                shutil.copy2(f, tmp / name / f.name)
+        _write_text(tmp / ENSEMBLE, json.dumps(manifest, indent=2))
+    return Path(out_dir)
+
+
+def _load_ensemble(dir: Path, device: str | torch.device) -> Loaded:
+    """An ensemble folder -> Loaded(Ensemble, the first member's config and codecs,
+    meta {"ensemble": [each member's meta.json]})."""
+    from .ensembles import Ensemble
+
+    manifest = read_json(dir / ENSEMBLE)
+    check_schema(manifest, ENSEMBLE_SCHEMA, dir / ENSEMBLE)
+    names = manifest["members"]
+    if len(names) < 2 or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                                 for n in names):
+        raise CheckpointError(f"{dir / ENSEMBLE}: 'members' must name at least 2 member folders inside {dir}")
+    members = [dir / n for n in names]
+    for m in members:
+        if is_ensemble(m):
+            raise CheckpointError(f"{m}: an ensemble cannot be a member of an ensemble")
+    loaded = [load_model(m, device) for m in members]
+    _check_same_codecs(members)
+    first = loaded[0]
+    return Loaded(Ensemble([x.model for x in loaded]).eval(), first.config, first.src_codec, first.tgt_codec,
+                  {"ensemble": [x.meta for x in loaded]})

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import config
-from .checkpoint import average_checkpoints
+from .checkpoint import average_checkpoints, is_ensemble, write_ensemble
 from . import sizing
 from .config import PRECISIONS, RECIPES, DecodeOptions, recipe_path
 from .corpora import load_splits, read_lines
@@ -94,6 +94,9 @@ def _resume_config(args: argparse.Namespace) -> tuple[config.Config, Path]:
 def _adopt_architecture(cfg: config.Config, model_dir: Path) -> config.Config:
     """``cfg`` with the model.* and tokenizer.* sections of the model folder being fine-tuned
     (its weights and vocabularies fix them); says so when the given ones differed."""
+    if is_ensemble(model_dir):
+        raise UserError(f"--init-from {model_dir}: an ensemble folder; fine-tune one of its members "
+                        f"(e.g. {model_dir / 'member-1'})")
     base = config.load(model_folder(model_dir) / "config.yaml")
     for section in ("model", "tokenizer"):
         given, kept = getattr(cfg, section), getattr(base, section)
@@ -234,6 +237,13 @@ def cmd_average(args: argparse.Namespace) -> int:
     folders = _checkpoints_to_average(args.checkpoints, args.last)
     average_checkpoints(folders, Path(args.out))
     print(f"averaged {len(folders)} checkpoints into {args.out}: {', '.join(str(f) for f in folders)}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    write_ensemble(args.models, Path(args.out))
+    print(f"ensemble of {len(args.models)} models in {args.out}: {', '.join(args.models)} "
+          f"(use it as a model folder: transduce translate {args.out})")
     return 0
 
 
@@ -562,6 +572,19 @@ def _average_parser(sub) -> None:
     p.set_defaults(func=cmd_average)
 
 
+def _ensemble_parser(sub) -> None:
+    """The ``ensemble`` sub-command's arguments."""
+    p = sub.add_parser("ensemble", help="join several models into one that averages their predictions",
+                       description="Write an ensemble folder: copies of the models' folders and ensemble.json. "
+                                   "translate, evaluate, score, serve and transduce.load take it as a model "
+                                   "folder; each step decodes with the mean of the models' next-token "
+                                   "probabilities. The models must share vocabularies and tokenizers "
+                                   "(e.g. runs of recipes on the same data).")
+    p.add_argument("models", nargs="+", metavar="RUN", help="two or more model folders")
+    p.add_argument("--out", required=True, help="the ensemble folder to write")
+    p.set_defaults(func=cmd_ensemble)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``transduce`` parser: one sub-command per verb, each with ``--threads``."""
     parser = _Parser(
@@ -580,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _plot_parser(sub)
     _average_parser(sub)
+    _ensemble_parser(sub)
     for p in sub.choices.values():
         p.add_argument("--threads", type=_positive_int, metavar="N",
                        help="torch CPU threads (default: $TRANSDUCE_THREADS, else one per core)")

@@ -66,7 +66,8 @@ TranslateRequest = _request_model()
 
 
 def _describe(name: str, translator) -> dict:
-    """One model's entry of GET /api/models: its architecture and decoding defaults."""
+    """One model's entry of GET /api/models: its architecture and decoding defaults
+    (an ensemble's: its first member's, the members' total parameters, "ensemble" N)."""
     cfg = translator.config
     return {
         "name": name,
@@ -77,6 +78,7 @@ def _describe(name: str, translator) -> dict:
         "beam": cfg.search.beam,
         "search": {name: getattr(cfg.search, name) for name in SERVER_OPTIONS},
         "parameters": translator.model.num_parameters(),
+        "ensemble": len(getattr(translator.model, "members", [None])),
     }
 
 

@@ -25,7 +25,8 @@ async function loadModels() {
   const res = await fetch("/api/models");
   MODELS = await res.json();
   for (const m of MODELS) {
-    const label = `${m.name} (${m.family} ${m.cell}, ${(m.parameters / 1e6).toFixed(2)}M)`;
+    const kind = m.ensemble > 1 ? `ensemble of ${m.ensemble}, first: ` : "";
+    const label = `${m.name} (${kind}${m.family} ${m.cell}, ${(m.parameters / 1e6).toFixed(2)}M)`;
     $("model").append(el("option", { value: m.name }, label));
   }
   if (MODELS.length) applyDefaults(MODELS[0]);
