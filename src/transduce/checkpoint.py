@@ -18,6 +18,12 @@ A model folder::
                                      batch position, python RNG, early stopping,
                                      best metrics
 
+An ensemble folder (``write_ensemble``; loaded by ``load_model`` as an
+ensembles.Ensemble)::
+
+    ensemble.json                    the member folders' names, where they came from
+    member-1/ member-2/ ...          model folders (the files above, no trainer/)
+
 Loading executes no code: YAML is read with ``safe_load``, JSON with ``json``
 and tensors with ``safetensors``.
 
