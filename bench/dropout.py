@@ -9,6 +9,7 @@ of the per-alternation ratios; plus forward + backward of one dropout on a
 [190, 12, 512] tensor (the demo's encoder memory is about that size).
 
     python3 bench/dropout.py --write
+    python3 bench/dropout.py --recipes demo --overrides model.dropout=0.1
     python3 bench/dropout.py --recipes toy --steps 4 --alternations 1
 """
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", nargs="+", default=["demo", "g2p"])
+    ap.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every recipe, e.g. model.dropout=0.1")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     ap.add_argument("--alternations", type=int, default=4)
     ap.add_argument("--write", action="store_true", help="put the section into bench/RESULTS.md")
@@ -92,7 +95,8 @@ def main() -> None:
     rows = [f"| one dropout, [190, 12, 512], p 0.1 (forward + backward) | {b:.2f} | {t:.2f} | {r:.2f}x |"]
     for recipe in args.recipes:
         cfg = config.load(RECIPES / f"{recipe}.yaml", [
-            "train.max_minutes=null", "train.processes=1", "train.device=cpu", "train.tensorboard=false"])
+            "train.max_minutes=null", "train.processes=1", "train.device=cpu", "train.tensorboard=false",
+            *args.overrides])
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(cfg, tmp)
             groups = [[batch] for batch in trainer._epoch_batches()[:args.steps + 2]]
@@ -100,13 +104,14 @@ def main() -> None:
         rows.append(f"| `{recipe}` training step (dropout {cfg.model.dropout}, "
                     f"embeddings {cfg.model.emb_dropout}) | {b:.1f} | {t:.1f} | {r:.2f}x |")
     use("transduce")
+    overrides = f" --overrides {' '.join(args.overrides)}" if args.overrides else ""
     text = f"""{HEADING}
 
 Milliseconds on one thread: medians of {args.steps} training steps (the recipe's own batches) and of
 {args.alternations} alternations in ABBA order; the ratio is the median of the per-alternation ratios.
 CPU: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {datetime.date.today()}.
 
-Command: `python3 bench/dropout.py --recipes {' '.join(args.recipes)} --steps {args.steps} --alternations {args.alternations}`
+Command: `python3 bench/dropout.py --recipes {' '.join(args.recipes)}{overrides} --steps {args.steps} --alternations {args.alternations}`
 
 | what | bernoulli_ (F.dropout) | transduce | speed-up |
 |---|---|---|---|

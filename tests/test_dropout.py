@@ -72,3 +72,16 @@ def test_module_follows_train_and_eval():
     assert (m(x) == 0).any()
     m.eval()
     assert m(x) is x
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_keeps_the_exact_scale(dtype):
+    """Kept elements are x * scale rounded once: the scale itself is not rounded to bf16."""
+    torch.manual_seed(6)
+    x = torch.randn(50_000).to(dtype)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    scale = 32768 / (32768 - round(0.1 * 32768))
+    assert torch.equal(y[kept], (x[kept].double() * scale).to(dtype))
+    ratio = (y.double().sum() / x.double()[kept].sum()).item()
+    assert abs(ratio - scale) < 2e-3
