@@ -122,6 +122,14 @@ def test_cli_writes_translates_evaluates_and_explains_its_errors(runs, tmp_path,
     assert not (tmp_path / "x").exists() and not (a / "ensemble.json").exists()
 
 
+def test_fine_tuning_from_the_python_api_refuses_an_ensemble(runs, tmp_path):
+    _, a, b = runs
+    out = write_ensemble([a, b], tmp_path / "ens")
+    with pytest.raises(CheckpointError, match="is an ensemble folder: fine-tune one of its members"):
+        train(from_dict(tiny_config_dict()), tmp_path / "ft", init_from=out)
+    assert not (tmp_path / "ft" / "model.safetensors").exists()
+
+
 def test_broken_ensemble_folders_are_refused_by_name(runs, tmp_path):
     _, a, b = runs
     out = write_ensemble([a, b], tmp_path / "ens")

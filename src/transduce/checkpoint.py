@@ -640,9 +640,7 @@ def average_checkpoints(dirs: list[str | Path], out_dir: str | Path) -> Path:
         raise CheckpointError("average_checkpoints: no checkpoint folders given")
     dirs = [Path(d) for d in dirs]
     for d in dirs:
-        if is_ensemble(d):
-            raise CheckpointError(f"{d} is an ensemble folder: its members differ in their weights' "
-                                  f"meaning and cannot be averaged")
+        refuse_ensemble(d, "its members differ in their weights' meaning and cannot be averaged")
     states = [read_tensors(d / WEIGHTS) for d in dirs]
     avg = _average(states, dirs)
     check_finite(avg, Path(out_dir) / WEIGHTS, "write")
@@ -684,6 +682,16 @@ def is_ensemble(dir: str | Path) -> bool:
     return (Path(dir) / ENSEMBLE).is_file()
 
 
+FINE_TUNE_A_MEMBER = "fine-tune one of its members (its member-N folders) instead"
+"""Why --init-from refuses an ensemble folder (cli.py and train.py)."""
+
+
+def refuse_ensemble(dir: str | Path, why: str) -> None:
+    """CheckpointError "DIR is an ensemble folder: WHY" where only a single model will do."""
+    if is_ensemble(dir):
+        raise CheckpointError(f"{dir} is an ensemble folder: {why}")
+
+
 def _model_files(dir: Path) -> list[Path]:
     """The files of a model folder: config, weights, meta and the codecs (src.* / tgt.*)."""
     names = {CONFIG, WEIGHTS, META}
@@ -718,8 +726,7 @@ def write_ensemble(dirs: list[str | Path], out_dir: str | Path) -> Path:
     if (out / WEIGHTS).exists() or any(out.resolve() == d.resolve() for d in dirs):
         raise CheckpointError(f"{out} holds a model already; write the ensemble into a new folder")
     for d in dirs:
-        if is_ensemble(d):
-            raise CheckpointError(f"{d} is an ensemble folder; give its members' folders instead")
+        refuse_ensemble(d, "give its members' folders instead")
         load_model(d)  # every check, before anything is written
     _check_same_codecs(dirs)
     names = [f"member-{i}" for i in range(1, len(dirs) + 1)]
@@ -747,8 +754,7 @@ def _load_ensemble(dir: Path, device: str | torch.device) -> Loaded:
         raise CheckpointError(f"{dir / ENSEMBLE}: 'members' must name at least 2 member folders inside {dir}")
     members = [dir / n for n in names]
     for m in members:
-        if is_ensemble(m):
-            raise CheckpointError(f"{m}: an ensemble cannot be a member of an ensemble")
+        refuse_ensemble(m, "an ensemble cannot be a member of an ensemble")
     loaded = [load_model(m, device) for m in members]
     _check_same_codecs(members)
     first = loaded[0]

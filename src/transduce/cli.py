@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import config
-from .checkpoint import average_checkpoints, is_ensemble, write_ensemble
+from .checkpoint import FINE_TUNE_A_MEMBER, average_checkpoints, refuse_ensemble, write_ensemble
 from . import sizing
 from .config import PRECISIONS, RECIPES, DecodeOptions, recipe_path
 from .corpora import load_splits, read_lines
@@ -94,9 +94,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[config.Config, Path]:
 def _adopt_architecture(cfg: config.Config, model_dir: Path) -> config.Config:
     """``cfg`` with the model.* and tokenizer.* sections of the model folder being fine-tuned
     (its weights and vocabularies fix them); says so when the given ones differed."""
-    if is_ensemble(model_dir):
-        raise UserError(f"--init-from {model_dir}: an ensemble folder; fine-tune one of its members "
-                        f"(e.g. {model_dir / 'member-1'})")
+    refuse_ensemble(model_dir, FINE_TUNE_A_MEMBER)
     base = config.load(model_folder(model_dir) / "config.yaml")
     for section in ("model", "tokenizer"):
         given, kept = getattr(cfg, section), getattr(base, section)

@@ -353,9 +353,8 @@ class Trainer:
         self.runlog = RunLog(self.out, opts.tensorboard, enabled=self.workers.main)
         start = self._find_start(resume)
         self.init_from = None if start or init_from is None else model_folder(init_from)
-        if self.init_from is not None and checkpoint.is_ensemble(self.init_from):
-            raise UserError(f"{self.init_from} is an ensemble folder: fine-tune one of its members "
-                            f"(e.g. {Path(self.init_from) / 'member-1'})")
+        if self.init_from is not None:
+            checkpoint.refuse_ensemble(self.init_from, checkpoint.FINE_TUNE_A_MEMBER)
         init = checkpoint.load_model(self.init_from) if self.init_from else None
         source = start.loaded if start else init
         self.data = build_data(cfg, (source.src_codec, source.tgt_codec) if source else None)

@@ -36,6 +36,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ConfigDict, Field, create_model
 
 from ..config import DecodeOptions
+from ..ensembles import Ensemble
 from ..errors import ConfigError
 from ..translator import Translator
 from .batching import Job, ModelWorker, Unavailable
@@ -78,7 +79,7 @@ def _describe(name: str, translator) -> dict:
         "beam": cfg.search.beam,
         "search": {name: getattr(cfg.search, name) for name in SERVER_OPTIONS},
         "parameters": translator.model.num_parameters(),
-        "ensemble": len(getattr(translator.model, "members", [None])),
+        "ensemble": len(translator.model.members) if isinstance(translator.model, Ensemble) else 1,
     }
 
 
