@@ -17,7 +17,8 @@ newest N step checkpoints are averaged first (``transduce average RUN --last
 N``) and the average is scored; with ``--ensemble RUN ...`` the ensemble of the run
 and those runs (``transduce ensemble``; steps and training time are then the
 members' sums). ``search.*`` overrides change the decoding
-of the score (with ``--no-train`` too; ``--beam N`` is ``search.beam=N``). The row gives recipe, test set, figures,
+of the score (with ``--no-train`` too; ``--beam N`` is ``search.beam=N``; ``--precision``
+that of its decoding, default auto). The row gives recipe, test set, figures,
 steps, training wall time, machine and precision, and the command; a row of
 the same command is replaced, others are kept. Never tune on the test split:
 choose settings on the validation split (``--split valid`` scores it the same
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import RESULTS, device_name  # noqa: E402
 
 from transduce import config  # noqa: E402
+from transduce.config import PRECISIONS  # noqa: E402
 from transduce.cli import _checkpoints_to_average  # noqa: E402
 from transduce.checkpoint import average_checkpoints, write_ensemble  # noqa: E402
 from transduce.corpora import load_splits  # noqa: E402
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", nargs="+", metavar="RUN", default=[],
                    help="score the ensemble of --out and these trained runs (transduce ensemble)")
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="precision of the scoring's decoding (default auto: bf16 where native)")
     p.add_argument("--split", choices=("test", "valid"), default="test",
                    help="the split to score (default test; valid for choosing settings)")
     p.add_argument("--limit", type=int, help="score at most this many test items (smoke runs)")
@@ -146,9 +150,9 @@ def add_row(path: Path, row: str, command: str) -> None:
                "the command in each row reproduces it.\n\n" + TABLE_HEAD + "\n"
     lines = [line for line in text.split("\n") if not (line.startswith("| ") and f"`{command}`" in line)]
     start = lines.index(HEADING)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines.insert(last_row + 1, row)
+    first_row = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(first_row, len(lines)) if not lines[i].startswith("|")), len(lines))
+    lines.insert(end, row)  # at the end of the section's first table (later tables are notes')
     path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
 
 
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.no_train:
             train_run(args)
-        translator = Translator.from_dir(model_to_score(args), device="auto", precision="auto")
+        translator = Translator.from_dir(model_to_score(args), device="auto", precision=args.precision)
         test_set, text, figures = score(translator, args.limit, args.beam, args.split,
                                         search_options(Path(args.out), args.overrides))
         steps, seconds = training_cost([Path(args.out), *map(Path, args.ensemble)])

