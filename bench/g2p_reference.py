@@ -15,6 +15,14 @@ decodes every validation and test word (1-best) and scores them exactly as
 ``bench/quality.py`` scores a transduce model: any dictionary pronunciation of a
 word counts (transduce.metrics.g2p_error_rates). Nothing is tuned: the test
 figure is a reference, not a choice.
+
+    python bench/g2p_reference.py --no-train --combine runs/g2p   # how complementary are they?
+
+``--combine RUN`` measures how much the two systems' errors differ. RUN's beam
+search gives its n-best list; each hypothesis gets its log-probability plus
+``lambda`` if it equals Phonetisaurus's output, and the best is chosen. Lambda is
+chosen on the validation split from a fixed grid, then the test split is scored
+once with it. This is an analysis, not a transduce feature.
 """
 from __future__ import annotations
 
@@ -44,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder for the lexicons, the model and the outputs (default runs/phonetisaurus)")
     p.add_argument("--order", type=int, default=8, help="joint n-gram order (default 8, Phonetisaurus's)")
     p.add_argument("--bin", type=Path, help="folder of phonetisaurus-train/-apply (default: found on PATH)")
+    p.add_argument("--no-train", action="store_true", help="use the model already in --work")
+    p.add_argument("--combine", type=Path, metavar="RUN",
+                   help="also score RUN's n-best list re-ranked with Phonetisaurus's outputs")
     return p.parse_args(argv)
 
 
@@ -87,6 +98,48 @@ def score(pairs: list[tuple[str, str]], hyps: dict[str, str]) -> dict:
     return got
 
 
+def combine(nbest: list[list[tuple[str, float]]], others: list[str], weight: float) -> list[str]:
+    """Per input, the n-best hypothesis with the highest log-probability plus ``weight``
+    where it equals the other system's output."""
+    return [max(cands, key=lambda c: c[1] + weight * (c[0] == other))[0]
+            for cands, other in zip(nbest, others)]
+
+
+def combination(run_dir: Path, corpus: str, splits, outputs: dict[str, dict[str, str]]) -> dict:
+    """Re-rank ``run_dir``'s n-best lists with the other system's ``outputs`` per split:
+    lambda chosen on valid (the first of a tie), test scored once with it."""
+    from transduce.translator import Translator
+
+    translator = Translator.from_dir(run_dir, device="auto", precision="auto")
+    if translator.config.data.corpus != corpus:
+        raise UserError(f"--combine {run_dir}: trained on {translator.config.data.corpus!r}, "
+                        f"not on this split's corpus {corpus!r}")
+    options = translator.options(nbest=translator.options().beam)
+    got: dict = {"run": str(run_dir)}
+    for split in SPLITS:
+        pairs = getattr(splits, split)
+        words = list(dict.fromkeys(w for w, _ in pairs))
+        nbest = [t.nbest or [(t.text, t.score)] for t in translator.translate(words, options)]
+        others = [outputs[split].get(w, "") for w in words]
+        if split == "valid":
+            grid = {lam: score(pairs, dict(zip(words, combine(nbest, others, lam))))["word_error_rate"]
+                    for lam in WEIGHTS}
+            got["valid"] = grid
+            got["weight"] = min(grid, key=lambda lam: (grid[lam], lam))
+            refs: dict[str, set[str]] = {}
+            for word, pron in pairs:
+                refs.setdefault(word, set()).add(pron)
+            # words both systems get wrong: what no choice between their 1-bests can mend
+            got["both_wrong"] = 100 * sum(c[0][0] not in refs[w] and o not in refs[w]
+                                          for w, c, o in zip(words, nbest, others)) / len(words)
+        got[split + "_alone"] = score(pairs, dict(zip(words, (c[0][0] for c in nbest))))
+        got[split + "_combined"] = score(pairs, dict(zip(words, combine(nbest, others, got["weight"]))))
+    return got
+
+
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
+
+
 def run(cmd: list[str], log: Path) -> None:
     with log.open("a", encoding="utf-8") as fh:
         done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=log.parent)
@@ -103,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work.resolve()
         work.mkdir(parents=True, exist_ok=True)
         log = work / "log.txt"
-        log.write_text("", encoding="utf-8")
-        write_lexicon(splits.train, work / "train.lex")
         started = time.perf_counter()
-        run([train_cmd, "--lexicon", "train.lex", "--seq2_del", "--ngram_order", str(args.order),
-             "--dir_prefix", "model", "--model_prefix", "model"], log)
+        if args.no_train:
+            if not (work / "model" / "model.fst").is_file():
+                raise UserError(f"--no-train: {work / 'model' / 'model.fst'} does not exist (train it first)")
+        else:
+            log.write_text("", encoding="utf-8")
+            write_lexicon(splits.train, work / "train.lex")
+            run([train_cmd, "--lexicon", "train.lex", "--seq2_del", "--ngram_order", str(args.order),
+                 "--dir_prefix", "model", "--model_prefix", "model"], log)
         minutes = (time.perf_counter() - started) / 60
-        figures = {}
+        figures, outputs = {}, {}
         for split in SPLITS:
             pairs = getattr(splits, split)
             words = work / f"{split}.words"
@@ -120,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "--word_list", str(words)], stdout=fh, stderr=err, cwd=work)
             if done.returncode:
                 raise UserError(f"phonetisaurus-apply failed (exit {done.returncode}): see {log}")
-            figures[split] = score(pairs, read_hypotheses(out))
+            outputs[split] = read_hypotheses(out)
+            figures[split] = score(pairs, outputs[split])
+        combined = combination(args.combine, cfg.data.corpus, splits, outputs) if args.combine else None
     except UserError as exc:
         print(f"g2p_reference: error: {exc}", file=sys.stderr)
         return 2
@@ -128,11 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     for split, got in figures.items():
         print(f"{split}: WER {got['word_error_rate']:.2f}%, PER {got['phoneme_error_rate']:.2f}% "
               f"({got['words']:,} words, {got['missing']} without an output)")
+    if combined:
+        grid = ", ".join(f"{lam:g}: {wer:.2f}%" for lam, wer in combined["valid"].items())
+        print(f"valid: both {combined['run']} and Phonetisaurus wrong on {combined['both_wrong']:.2f}% of the words")
+        print(f"{combined['run']} re-ranked with Phonetisaurus, valid WER by lambda: {grid}")
+        for split in SPLITS:
+            alone, both = combined[split + "_alone"], combined[split + "_combined"]
+            print(f"{split}: {combined['run']} alone WER {alone['word_error_rate']:.2f}%, PER "
+                  f"{alone['phoneme_error_rate']:.2f}%; re-ranked (lambda {combined['weight']:g}) WER "
+                  f"{both['word_error_rate']:.2f}%, PER {both['phoneme_error_rate']:.2f}%")
     command = "python bench/g2p_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"| Phonetisaurus, order {args.order} | {corpus} | {len(splits.train):,} pairs | "
           f"{figures['valid']['word_error_rate']:.1f}% / {figures['valid']['phoneme_error_rate']:.1f}% | "
           f"{figures['test']['word_error_rate']:.1f}% / {figures['test']['phoneme_error_rate']:.1f}% | "
-          f"{minutes:.1f} min | {cpu_name()} | `{command.strip()}` |")
+          f"{'trained before' if args.no_train else f'{minutes:.1f} min'} | {cpu_name()} | `{command.strip()}` |")
     return 0
 
 

@@ -184,3 +184,32 @@ def test_quality_rows_go_to_the_sections_first_table_only(tmp_path):
     add_row(results, "| a2 | `cmd a` |", "cmd a")  # the same command replaces its row
     assert results.read_text(encoding="utf-8") == \
         f"# R\n\n{HEADING}\n\n{TABLE_HEAD}\n| b | `cmd b` |\n| a2 | `cmd a` |\n\n{notes}\n## Next\n"
+
+
+def test_g2p_reference_combination_reranks_the_nbest_list(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from g2p_reference import combine
+
+    nbest = [[("A", -0.1), ("B", -1.0)], [("C", -0.2), ("D", -3.0)], [("E", -0.5)]]
+    assert combine(nbest, ["B", "D", "X"], 0.0) == ["A", "C", "E"]
+    assert combine(nbest, ["B", "D", "X"], 1.0) == ["B", "C", "E"]  # -1.0 + 1 > -0.1; -3 + 1 < -0.2
+    assert combine(nbest, ["B", "D", "X"], 5.0) == ["B", "D", "E"]
+    run_dir = tmp_path / "run"
+    trained = run("quality.py", "toy", "data.corpus=copy", "data.toy_size=200", "train.max_steps=5",
+                  "train.valid_every=5", "train.progress=false", "train.tensorboard=false",
+                  "--out", str(run_dir), "--limit", "5")
+    assert trained.returncode == 0, trained.stderr
+    fake, work = _fake_phonetisaurus(tmp_path / "bin"), tmp_path / "work"
+    args = ["toy", "data.corpus=copy", "data.toy_size=200", "--bin", str(fake), "--work", str(work)]
+    out = run("g2p_reference.py", *args, "--combine", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    grid = dict(re.findall(r"(\d+(?:\.\d+)?): (\d+\.\d\d)%", out.stdout.split("valid WER by lambda: ")[1]))
+    assert list(grid) == ["0", "0.5", "1", "2", "3", "5"]
+    alone = re.search(r"^valid: \S+ alone WER (\d+\.\d\d)%", out.stdout, re.M).group(1)
+    assert grid["0"] == alone  # lambda 0 is the run's own 1-best
+    assert re.search(r"^test: \S+ alone WER \d+\.\d\d%, PER \d+\.\d\d%; re-ranked \(lambda \d", out.stdout, re.M)
+    again = run("g2p_reference.py", *args, "--no-train")
+    assert again.returncode == 0 and "| trained before |" in again.stdout
+    other = run("g2p_reference.py", "toy", "data.corpus=reverse", "--bin", str(fake), "--work", str(work),
+                "--combine", str(run_dir))
+    assert other.returncode == 2 and "not on this split's corpus 'reverse'" in other.stderr
