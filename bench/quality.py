@@ -15,8 +15,8 @@ rates, as ``transduce demo`` prints), the others with sacreBLEU BLEU and chrF
 (cased, detokenized) and their signatures. With ``--average-last N`` the
 newest N step checkpoints are averaged first (``transduce average RUN --last
 N``) and the average is scored; with ``--ensemble RUN ...`` the ensemble of the run
-and those runs (``transduce ensemble``; steps and training time are then the
-members' sums). ``search.*`` overrides change the decoding
+and those runs or step checkpoints (``transduce ensemble``; steps and training time are
+then the members' sums, each run counted once, up to its furthest checkpoint). ``search.*`` overrides change the decoding
 of the score (with ``--no-train`` too; ``--beam N`` is ``search.beam=N``; ``--precision``
 that of its decoding, default auto). The row gives recipe, test set, figures,
 steps, training wall time, machine and precision, and the command; a row of
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="score the run as it is")
     p.add_argument("--average-last", type=int, metavar="N", help="score the average of the newest N steps")
     p.add_argument("--ensemble", nargs="+", metavar="RUN", default=[],
-                   help="score the ensemble of --out and these trained runs (transduce ensemble)")
+                   help="score the ensemble of --out and these trained runs or their step checkpoints")
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="precision of the scoring's decoding (default auto: bf16 where native)")
@@ -130,13 +130,27 @@ def score(translator: Translator, limit: int | None, beam: int | None,
 
 
 def training_cost(runs: list[Path]) -> tuple[int, float]:
-    """(steps, seconds of training) from the runs' logs, summed over the runs."""
-    steps, seconds = 0, 0.0
+    """(steps, seconds of training) from the runs' logs, summed over the runs. A step
+    checkpoint of a run (RUN/checkpoints/step-N) costs its run's training up to step N;
+    members from one run count that run once, up to its furthest member."""
+    upto: dict[Path, int | None] = {}  # run folder -> last step paid for (None: all of it)
     for run in runs:
-        log = run / "log.jsonl"
-        if not log.is_file():
-            raise UserError(f"{run} has no training log ({log.name}): give the folder of a training run")
-        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        root, step = run, None
+        if not (run / "log.jsonl").is_file() and run.parent.name == "checkpoints":
+            root = run.parent.parent
+            try:
+                step = int(json.loads((run / "meta.json").read_text(encoding="utf-8"))["step"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"{run} has no readable meta.json: not a step checkpoint") from None
+        if not (root / "log.jsonl").is_file():
+            raise UserError(f"{run} has no training log (log.jsonl): give the folder of a training "
+                            f"run or one of its checkpoints")
+        known = upto.get(root, 0)
+        upto[root] = None if step is None or known is None else max(step, known)
+    steps, seconds = 0, 0.0
+    for root, last in upto.items():
+        records = [json.loads(line) for line in (root / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+        records = [r for r in records if last is None or r["step"] <= last]
         steps += max(r["step"] for r in records)
         seconds += max(r.get("time") or 0.0 for r in records)
     return steps, seconds

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -213,3 +215,31 @@ def test_g2p_reference_combination_reranks_the_nbest_list(tmp_path):
     other = run("g2p_reference.py", "toy", "data.corpus=reverse", "--bin", str(fake), "--work", str(work),
                 "--combine", str(run_dir))
     assert other.returncode == 2 and "not on this split's corpus 'reverse'" in other.stderr
+
+
+def test_quality_counts_a_runs_training_once_for_its_checkpoints(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from quality import training_cost
+
+    from transduce.errors import UserError
+
+    def make_run(name, times):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "log.jsonl").write_text("".join(
+            json.dumps({"step": step, "split": "train", "time": t}) + "\n" for step, t in times.items()))
+        for step in times:
+            ckpt = run_dir / "checkpoints" / f"step-{step}"
+            ckpt.mkdir(parents=True)
+            (ckpt / "meta.json").write_text(json.dumps({"step": step}))
+        return run_dir
+
+    a, b = make_run("a", {10: 60.0, 20: 130.0, 30: 200.0}), make_run("b", {5: 7.0})
+    assert training_cost([a]) == (30, 200.0)
+    assert training_cost([a / "checkpoints" / "step-20"]) == (20, 130.0)
+    assert training_cost([a / "checkpoints" / "step-10", a / "checkpoints" / "step-20"]) == (20, 130.0)
+    assert training_cost([a / "checkpoints" / "step-10", a]) == (30, 200.0)
+    assert training_cost([a / "checkpoints" / "step-20", b]) == (25, 137.0)
+    (a / "checkpoints" / "step-10" / "meta.json").write_text("{")
+    with pytest.raises(UserError, match="step-10 has no readable meta.json"):
+        training_cost([a / "checkpoints" / "step-10"])
