@@ -162,11 +162,12 @@ def add_row(path: Path, row: str, command: str) -> None:
     if HEADING not in text:
         text = text.rstrip("\n") + f"\n\n{HEADING}\n\nRows added by `python bench/quality.py ...`; " \
                "the command in each row reproduces it.\n\n" + TABLE_HEAD + "\n"
-    lines = [line for line in text.split("\n") if not (line.startswith("| ") and f"`{command}`" in line)]
+    lines = text.split("\n")
     start = lines.index(HEADING)
-    first_row = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
-    end = next((i for i in range(first_row, len(lines)) if not lines[i].startswith("|")), len(lines))
-    lines.insert(end, row)  # at the end of the section's first table (later tables are notes')
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    table = [line for line in lines[first:end] if f"`{command}`" not in line]  # the section's first
+    lines[first:end] = table + [row]  # table only: later ones are notes' tables
     path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
 
 

@@ -179,7 +179,7 @@ def test_quality_rows_go_to_the_sections_first_table_only(tmp_path):
     from quality import HEADING, TABLE_HEAD, add_row
 
     results = tmp_path / "RESULTS.md"
-    notes = "Notes.\n\n| system | figure |\n|---|---|\n| other | 1 |\n"
+    notes = "Notes.\n\n| system | figure |\n|---|---|\n| other | `cmd a` |\n"  # kept: not the rows' table
     results.write_text(f"# R\n\n{HEADING}\n\n{TABLE_HEAD}\n| a | `cmd a` |\n\n{notes}\n## Next\n",
                        encoding="utf-8")
     add_row(results, "| b | `cmd b` |", "cmd b")
