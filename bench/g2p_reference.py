@@ -86,12 +86,18 @@ def read_hypotheses(path: Path) -> dict[str, str]:
     return out
 
 
-def score(pairs: list[tuple[str, str]], hyps: dict[str, str]) -> dict:
-    """g2p word/phoneme error rates of ``hyps`` against every pronunciation of each word;
-    a word without an output counts as wrong (an empty pronunciation)."""
+def references(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """word -> its pronunciations, words in their first order."""
     refs: dict[str, list[str]] = {}
     for word, pron in pairs:
         refs.setdefault(word, []).append(pron)
+    return refs
+
+
+def score(pairs: list[tuple[str, str]], hyps: dict[str, str]) -> dict:
+    """g2p word/phoneme error rates of ``hyps`` against every pronunciation of each word;
+    a word without an output counts as wrong (an empty pronunciation)."""
+    refs = references(pairs)
     words = list(refs)
     got = g2p_error_rates([hyps.get(w, "") for w in words], [refs[w] for w in words])
     got.update(words=len(words), missing=sum(w not in hyps for w in words))
@@ -118,7 +124,8 @@ def combination(run_dir: Path, corpus: str, splits, outputs: dict[str, dict[str,
     got: dict = {"run": str(run_dir)}
     for split in SPLITS:
         pairs = getattr(splits, split)
-        words = list(dict.fromkeys(w for w, _ in pairs))
+        refs = references(pairs)
+        words = list(refs)
         nbest = [t.nbest or [(t.text, t.score)] for t in translator.translate(words, options)]
         others = [outputs[split].get(w, "") for w in words]
         if split == "valid":
@@ -126,9 +133,6 @@ def combination(run_dir: Path, corpus: str, splits, outputs: dict[str, dict[str,
                     for lam in WEIGHTS}
             got["valid"] = grid
             got["weight"] = min(grid, key=lambda lam: (grid[lam], lam))
-            refs: dict[str, set[str]] = {}
-            for word, pron in pairs:
-                refs.setdefault(word, set()).add(pron)
             # words both systems get wrong: what no choice between their 1-bests can mend
             got["both_wrong"] = 100 * sum(c[0][0] not in refs[w] and o not in refs[w]
                                           for w, c, o in zip(words, nbest, others)) / len(words)
@@ -140,9 +144,11 @@ def combination(run_dir: Path, corpus: str, splits, outputs: dict[str, dict[str,
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 
-def run(cmd: list[str], log: Path) -> None:
-    with log.open("a", encoding="utf-8") as fh:
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=log.parent)
+def run(cmd: list[str], log: Path, out: Path | None = None) -> None:
+    """Run ``cmd`` in the log's folder: its stderr, and its stdout unless ``out`` takes it,
+    appended to ``log``; UserError naming the log if it fails."""
+    with log.open("a", encoding="utf-8") as err, (out.open("w", encoding="utf-8") if out else err) as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=err if out else subprocess.STDOUT, cwd=log.parent)
     if done.returncode:
         raise UserError(f"{Path(cmd[0]).name} failed (exit {done.returncode}): see {log}")
 
@@ -170,13 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         for split in SPLITS:
             pairs = getattr(splits, split)
             words = work / f"{split}.words"
-            words.write_text("".join(f"{w}\n" for w in dict.fromkeys(w for w, _ in pairs)), encoding="utf-8")
+            words.write_text("".join(f"{w}\n" for w in references(pairs)), encoding="utf-8")
             out = work / f"{split}.hyp"
-            with out.open("w", encoding="utf-8") as fh, log.open("a", encoding="utf-8") as err:
-                done = subprocess.run([apply_cmd, "--model", str(work / "model" / "model.fst"),
-                                       "--word_list", str(words)], stdout=fh, stderr=err, cwd=work)
-            if done.returncode:
-                raise UserError(f"phonetisaurus-apply failed (exit {done.returncode}): see {log}")
+            run([apply_cmd, "--model", str(work / "model" / "model.fst"), "--word_list", str(words)], log, out)
             outputs[split] = read_hypotheses(out)
             figures[split] = score(pairs, outputs[split])
         combined = combination(args.combine, cfg.data.corpus, splits, outputs) if args.combine else None
