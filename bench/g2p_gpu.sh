@@ -7,19 +7,25 @@
 #      (ranked by validation WER), and chooses the ensemble with the lowest validation WER;
 #   3. scores the test split once: the chosen ensemble and the recipe's single model (seed 1),
 #      and adds their rows to bench/RESULTS.md.
+# --more-bahdanau, run after that on the same runs (the first round's Bahdanau member was its
+# best): trains two more Bahdanau members (seeds 2, 3) side by side for 4 minutes each, scores
+# four ensembles of them with the first round's best on validation, and the test split of the
+# one chosen there.
 # Nothing is chosen on the test split. Members and scores go to runs/g2p-gpu; logs and the
 # summary to $OUT (if set; else runs/g2p-gpu/out).
 #
 #   bench/g2p_gpu.sh                  # on the GPU machine (the repository with its requirements)
-#   bench/g2p_gpu.sh --smoke          # tiny models and 60 words on any device: checks the script
+#   bench/g2p_gpu.sh --more-bahdanau  # then this, on the same machine
+#   bench/g2p_gpu.sh --smoke [...]    # tiny models and 60 words on any device: checks the script
 set -uo pipefail
 
-smoke=0
+smoke=0 more=0
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "g2p_gpu.sh: unknown option $1 (--smoke)" >&2; exit 2 ;;
+    --more-bahdanau) more=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "g2p_gpu.sh: unknown option $1 (--more-bahdanau, --smoke)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -27,7 +33,6 @@ runs=${RUNS:-runs/g2p-gpu}
 out=${OUT:-$runs/out}
 mkdir -p "$runs" "$out"
 py=${PYTHON:-python3}
-minutes=${MINUTES:-5}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1
 start=$(date +%s)
 log() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.txt"; }
@@ -39,82 +44,120 @@ declare -A member=(
   [deep1]="model.enc_layers=3 model.dec_layers=3"
   [deep2]="model.enc_layers=3 model.dec_layers=3 train.seed=2"
   [bahdanau]="model.family=bahdanau"
+  [bahdanau2]="model.family=bahdanau train.seed=2"
+  [bahdanau3]="model.family=bahdanau train.seed=3"
 )
-names=(s1 s2 s3 deep1 deep2 bahdanau)
-extra=("train.max_minutes=$minutes")
 score=(search.batch_size=256)
-limit=()
+limit=() tiny=()
 if [ $smoke = 1 ]; then
-  extra+=(train.max_steps=20 train.valid_every=10 train.valid_max_sentences=20 train.warmup_steps=2
-          model.emb_dim=16 model.hidden=32)
+  tiny=(train.max_steps=20 train.valid_every=10 train.valid_max_sentences=20 train.warmup_steps=2
+        model.emb_dim=16 model.hidden=32)
   limit=(--limit 60)
 fi
+logs=$runs/logs
+mkdir -p "$logs"
+keep_logs() { tar czf "$out/logs.tar.gz" -C "$runs" logs; }  # one file: $OUT brings back few
 
-log "machine: $("$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" 2>&1)"
-log "training ${names[*]} side by side (at most $minutes minutes each)"
-for n in "${names[@]}"; do
-  # shellcheck disable=SC2086
-  "$py" bench/quality.py g2p ${member[$n]} "${extra[@]}" "${score[@]}" --out "$runs/$n" --split valid \
-    "${limit[@]}" --json-out "$runs/$n.valid.json" > "$out/train-$n.log" 2>&1 &
-done
-wait
-for n in "${names[@]}"; do
-  log "$n: $(grep -h '^| g2p' "$out/train-$n.log" || echo "failed (see train-$n.log)")"
-done
+train_members() {  # MINUTES NAME...: train side by side, each scored on validation
+  local minutes=$1 n; shift
+  log "training $* side by side (at most $minutes minutes each)"
+  for n in "$@"; do
+    # shellcheck disable=SC2086
+    "$py" bench/quality.py g2p ${member[$n]} "train.max_minutes=$minutes" ${tiny[@]+"${tiny[@]}"} "${score[@]}" \
+      --out "$runs/$n" --split valid ${limit[@]+"${limit[@]}"} --json-out "$runs/$n.valid.json" \
+      > "$logs/train-$n.log" 2>&1 &
+  done
+  wait
+  for n in "$@"; do log "$n: $(grep -h '^| g2p' "$logs/train-$n.log" || echo "failed (see $logs/train-$n.log)")"; done
+  keep_logs
+}
 
-# Rank by validation WER; the ensembles of the best k, each written into its k-th member's folder.
-mapfile -t ranked < <("$py" - "$runs" "${names[@]}" <<'EOF'
+declare -A ensemble=()
+score_ensembles() {  # TAG=FIRST,OTHER,... ...: each ensemble's validation score, side by side
+  local spec tag names others m
+  for spec in "$@"; do
+    tag=${spec%%=*}; ensemble[$tag]=${spec#*=}
+    IFS=, read -ra names <<< "${ensemble[$tag]}"
+    others=()
+    for m in "${names[@]:1}"; do others+=("$runs/$m"); done
+    # each ensemble is written into its first member's folder: no two here share a first member
+    "$py" bench/quality.py g2p "${score[@]}" --out "$runs/${names[0]}" --no-train --split valid \
+      ${limit[@]+"${limit[@]}"} --ensemble "${others[@]}" --json-out "$runs/$tag.valid.json" \
+      > "$logs/ensemble-$tag.log" 2>&1 &
+  done
+  wait
+  for spec in "$@"; do
+    tag=${spec%%=*}
+    log "$tag (${ensemble[$tag]}): $(grep -h '^| g2p' "$logs/ensemble-$tag.log" || echo "failed")"
+  done
+  keep_logs
+}
+
+lowest() {  # TAG...: the tag whose validation WER is lowest (the earlier of equals)
+  "$py" - "$runs" "$@" <<'EOF2'
 import json, sys
 from pathlib import Path
-runs, names = Path(sys.argv[1]), sys.argv[2:]
-got = {n: json.loads((runs / f"{n}.valid.json").read_text())["word_error_rate"]
-       for n in names if (runs / f"{n}.valid.json").exists()}
-print("\n".join(sorted(got, key=got.get)))
-EOF
-)
-log "ranked by validation WER: ${ranked[*]}"
-for ((k = 2; k <= ${#ranked[@]}; k++)); do
-  others=()
-  for ((i = 0; i < k - 1; i++)); do others+=("$runs/${ranked[i]}"); done
-  "$py" bench/quality.py g2p "${score[@]}" --out "$runs/${ranked[k-1]}" --no-train --split valid "${limit[@]}" \
-    --ensemble "${others[@]}" --json-out "$runs/top$k.valid.json" > "$out/ensembles.log.$k" 2>&1 &
-done
-wait
-cat "$out"/ensembles.log.* > "$out/ensembles.log" 2>/dev/null; rm -f "$out"/ensembles.log.*
-best=$("$py" - "$runs" "${#ranked[@]}" <<'EOF'
-import json, sys
-from pathlib import Path
-runs, n = Path(sys.argv[1]), int(sys.argv[2])
-got = {k: json.loads((runs / f"top{k}.valid.json").read_text())["word_error_rate"]
-       for k in range(2, n + 1) if (runs / f"top{k}.valid.json").exists()}
-for k, wer in got.items():
-    print(f"top {k}: validation WER {wer:.2f}%", file=sys.stderr)
-print(min(got, key=lambda k: (got[k], k)) if got else 0)
-EOF
-)
-grep -h '^| g2p' "$out/ensembles.log" | tee -a "$out/summary.txt"
-log "chosen on validation: the best $best"
-[ "$best" -ge 2 ] || { log "no ensemble scored; stopping"; exit 1; }
+runs, tags = Path(sys.argv[1]), sys.argv[2:]
+got = {t: json.loads((runs / f"{t}.valid.json").read_text())["word_error_rate"]
+       for t in tags if (runs / f"{t}.valid.json").exists()}
+print(min(got, key=lambda t: (got[t], tags.index(t))) if got else "")
+EOF2
+}
 
-others=()
-for ((i = 0; i < best - 1; i++)); do others+=("$runs/${ranked[i]}"); done
-"$py" bench/quality.py g2p "${score[@]}" --out "$runs/${ranked[best-1]}" --no-train "${limit[@]}" \
-  --ensemble "${others[@]}" --json-out "$runs/chosen.test.json" > "$out/test.log" 2>&1 &
-"$py" bench/quality.py g2p "${score[@]}" --out "$runs/s1" --no-train "${limit[@]}" \
-  --json-out "$runs/s1.test.json" > "$out/test-s1.log" 2>&1 &
-wait
-cat "$out/test-s1.log" >> "$out/test.log"; rm -f "$out/test-s1.log"
-mapfile -t rows < <(grep -h '^| g2p' "$out/test.log")
-for row in "${rows[@]}"; do log "test: $row"; done
-if [ $smoke = 0 ]; then
-  "$py" - "${rows[@]}" <<'EOF'
+score_test() {  # NAME... : the test split of that model or ensemble (first member's folder)
+  local others=() m
+  for m in "${@:2}"; do others+=("$runs/$m"); done
+  "$py" bench/quality.py g2p "${score[@]}" --out "$runs/$1" --no-train ${limit[@]+"${limit[@]}"} \
+    ${others[@]+--ensemble "${others[@]}"} --json-out "$runs/test-$1.json" > "$logs/test-$1.log" 2>&1
+  grep -h '^| g2p' "$logs/test-$1.log"
+}
+
+write_rows() {  # ROW...: into bench/RESULTS.md (not for smoke runs), a copy to $OUT
+  [ $smoke = 1 ] && return
+  "$py" - "$@" <<'EOF2'
 import sys
 sys.path.insert(0, "bench")
 from quality import add_row
 from results_md import RESULTS
 for row in sys.argv[1:]:
     add_row(RESULTS, row, row.rsplit("`", 2)[1])
-EOF
+EOF2
   cp bench/RESULTS.md "$out/RESULTS.md"
+}
+
+log "machine: $("$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" 2>&1)"
+if [ $more = 0 ]; then
+  train_members "${MINUTES:-5}" s1 s2 s3 deep1 deep2 bahdanau
+  mapfile -t ranked < <("$py" - "$runs" s1 s2 s3 deep1 deep2 bahdanau <<'EOF2'
+import json, sys
+from pathlib import Path
+runs, names = Path(sys.argv[1]), sys.argv[2:]
+got = {n: json.loads((runs / f"{n}.valid.json").read_text())["word_error_rate"]
+       for n in names if (runs / f"{n}.valid.json").exists()}
+print("\n".join(sorted(got, key=got.get)))
+EOF2
+  )
+  log "ranked by validation WER: ${ranked[*]}"
+  specs=()  # the best k, written into the k-th member's folder
+  for ((k = 2; k <= ${#ranked[@]}; k++)); do
+    top=("${ranked[@]:0:k}")
+    specs+=("top$k=$(IFS=,; echo "${ranked[k-1]},${top[*]:0:k-1}")")
+  done
+  score_ensembles "${specs[@]}"
+  tags=("${specs[@]%%=*}")
+else
+  train_members "${MINUTES:-4}" bahdanau2 bahdanau3
+  score_ensembles b123=bahdanau3,bahdanau,bahdanau2 b123s1=s1,bahdanau,bahdanau2,bahdanau3 \
+    b123s13=s3,bahdanau,bahdanau2,bahdanau3,s1 b12s1=bahdanau2,bahdanau,s1
+  tags=(b123 b123s1 b123s13 b12s1)
 fi
+best=$(lowest "${tags[@]}")
+[ -n "$best" ] || { log "no ensemble scored; stopping"; keep_logs; exit 1; }
+log "chosen on validation: $best (${ensemble[$best]})"
+IFS=, read -ra chosen <<< "${ensemble[$best]}"
+rows=("$(score_test "${chosen[@]}")")
+[ $more = 0 ] && rows+=("$(score_test s1)")
+for row in "${rows[@]}"; do log "test: $row"; done
+write_rows "${rows[@]}"
+keep_logs
 log "done in $(( $(date +%s) - start )) s"
