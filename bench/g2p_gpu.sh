@@ -93,55 +93,36 @@ score_ensembles() {  # TAG=FIRST,OTHER,... ...: each ensemble's validation score
   keep_logs
 }
 
-lowest() {  # TAG...: the tag whose validation WER is lowest (the earlier of equals)
+by_wer() {  # NAME...: those with a validation score ($runs/NAME.valid.json), lowest WER first
   "$py" - "$runs" "$@" <<'EOF2'
-import json, sys
-from pathlib import Path
-runs, tags = Path(sys.argv[1]), sys.argv[2:]
-got = {t: json.loads((runs / f"{t}.valid.json").read_text())["word_error_rate"]
-       for t in tags if (runs / f"{t}.valid.json").exists()}
-print(min(got, key=lambda t: (got[t], tags.index(t))) if got else "")
-EOF2
-}
-
-score_test() {  # NAME... : the test split of that model or ensemble (first member's folder)
-  local others=() m
-  for m in "${@:2}"; do others+=("$runs/$m"); done
-  "$py" bench/quality.py g2p "${score[@]}" --out "$runs/$1" --no-train ${limit[@]+"${limit[@]}"} \
-    ${others[@]+--ensemble "${others[@]}"} --json-out "$runs/test-$1.json" > "$logs/test-$1.log" 2>&1
-  grep -h '^| g2p' "$logs/test-$1.log"
-}
-
-write_rows() {  # ROW...: into bench/RESULTS.md (not for smoke runs), a copy to $OUT
-  [ $smoke = 1 ] && return
-  "$py" - "$@" <<'EOF2'
-import sys
-sys.path.insert(0, "bench")
-from quality import add_row
-from results_md import RESULTS
-for row in sys.argv[1:]:
-    add_row(RESULTS, row, row.rsplit("`", 2)[1])
-EOF2
-  cp bench/RESULTS.md "$out/RESULTS.md"
-}
-
-log "machine: $("$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" 2>&1)"
-if [ $more = 0 ]; then
-  train_members "${MINUTES:-5}" s1 s2 s3 deep1 deep2 bahdanau
-  mapfile -t ranked < <("$py" - "$runs" s1 s2 s3 deep1 deep2 bahdanau <<'EOF2'
 import json, sys
 from pathlib import Path
 runs, names = Path(sys.argv[1]), sys.argv[2:]
 got = {n: json.loads((runs / f"{n}.valid.json").read_text())["word_error_rate"]
        for n in names if (runs / f"{n}.valid.json").exists()}
-print("\n".join(sorted(got, key=got.get)))
+print("\n".join(sorted(got, key=got.get)))  # stable: the earlier of equals first
 EOF2
-  )
+}
+
+write=()  # the test rows go into bench/RESULTS.md (quality.py --write), not for smoke runs
+[ $smoke = 0 ] && write=(--write)
+score_test() {  # NAME... : the test split of that model or ensemble (first member's folder)
+  local others=() m
+  for m in "${@:2}"; do others+=("$runs/$m"); done
+  "$py" bench/quality.py g2p "${score[@]}" --out "$runs/$1" --no-train ${limit[@]+"${limit[@]}"} \
+    ${others[@]+--ensemble "${others[@]}"} --json-out "$runs/test-$1.json" ${write[@]+"${write[@]}"} \
+    > "$logs/test-$1.log" 2>&1
+  grep -h '^| g2p' "$logs/test-$1.log"
+}
+
+log "machine: $("$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" 2>&1)"
+if [ $more = 0 ]; then
+  train_members "${MINUTES:-5}" s1 s2 s3 deep1 deep2 bahdanau
+  mapfile -t ranked < <(by_wer s1 s2 s3 deep1 deep2 bahdanau)
   log "ranked by validation WER: ${ranked[*]}"
   specs=()  # the best k, written into the k-th member's folder
   for ((k = 2; k <= ${#ranked[@]}; k++)); do
-    top=("${ranked[@]:0:k}")
-    specs+=("top$k=$(IFS=,; echo "${ranked[k-1]},${top[*]:0:k-1}")")
+    specs+=("top$k=$(IFS=,; echo "${ranked[k-1]},${ranked[*]:0:k-1}")")
   done
   score_ensembles "${specs[@]}"
   tags=("${specs[@]%%=*}")
@@ -151,13 +132,13 @@ else
     b123s13=s3,bahdanau,bahdanau2,bahdanau3,s1 b12s1=bahdanau2,bahdanau,s1
   tags=(b123 b123s1 b123s13 b12s1)
 fi
-best=$(lowest "${tags[@]}")
+best=$(by_wer "${tags[@]}" | head -n 1)
 [ -n "$best" ] || { log "no ensemble scored; stopping"; keep_logs; exit 1; }
 log "chosen on validation: $best (${ensemble[$best]})"
 IFS=, read -ra chosen <<< "${ensemble[$best]}"
 rows=("$(score_test "${chosen[@]}")")
 [ $more = 0 ] && rows+=("$(score_test s1)")
 for row in "${rows[@]}"; do log "test: $row"; done
-write_rows "${rows[@]}"
+[ $smoke = 0 ] && cp bench/RESULTS.md "$out/RESULTS.md"
 keep_logs
 log "done in $(( $(date +%s) - start )) s"
