@@ -16,7 +16,9 @@ rates, as ``transduce demo`` prints), the others with sacreBLEU BLEU and chrF
 newest N step checkpoints are averaged first (``transduce average RUN --last
 N``) and the average is scored; with ``--ensemble RUN ...`` the ensemble of the run
 and those runs or step checkpoints (``transduce ensemble``; steps and training time are
-then the members' sums, each run counted once, up to its furthest checkpoint). ``search.*`` overrides change the decoding
+then the members' sums, each run counted once, up to its furthest checkpoint); with ``--rescore RUN
+...`` those runs re-rank its beam (``transduce ensemble --rescore``, weighted by
+``search.rescore_weight``; their training counts too). ``search.*`` overrides change the decoding
 of the score (with ``--no-train`` too; ``--beam N`` is ``search.beam=N``; ``--precision``
 that of its decoding, default auto). The row gives recipe, test set, figures,
 steps, training wall time, machine and precision, and the command; a row of
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--average-last", type=int, metavar="N", help="score the average of the newest N steps")
     p.add_argument("--ensemble", nargs="+", metavar="RUN", default=[],
                    help="score the ensemble of --out and these trained runs or their step checkpoints")
+    p.add_argument("--rescore", nargs="+", metavar="RUN", default=[],
+                   help="re-rank the beam with these trained runs (search.rescore_weight)")
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="precision of the scoring's decoding (default auto: bf16 where native)")
@@ -86,15 +90,15 @@ def train_run(args: argparse.Namespace) -> None:
 
 def model_to_score(args: argparse.Namespace) -> Path:
     """The run folder, the average of its newest --average-last step checkpoints, or the
-    ensemble of it (or that average) and the --ensemble runs."""
+    ensemble of it (or that average) and the --ensemble runs, re-ranked by the --rescore runs."""
     model = Path(args.out)
     if args.average_last:
         model = Path(args.out) / f"average-last-{args.average_last}"
         average_checkpoints(_checkpoints_to_average([args.out], args.average_last), model)
-    if args.ensemble:
+    if args.ensemble or args.rescore:
         target = Path(args.out) / "ensemble"
         shutil.rmtree(target, ignore_errors=True)
-        model = write_ensemble([model, *args.ensemble], target)
+        model = write_ensemble([model, *args.ensemble], target, args.rescore)
     return model
 
 
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         translator = Translator.from_dir(model_to_score(args), device="auto", precision=args.precision)
         test_set, text, figures = score(translator, args.limit, args.beam, args.split,
                                         search_options(Path(args.out), args.overrides))
-        steps, seconds = training_cost([Path(args.out), *map(Path, args.ensemble)])
+        steps, seconds = training_cost([Path(args.out), *map(Path, args.ensemble + args.rescore)])
     except UserError as exc:
         print(f"quality: error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     averaged = f" (average of the last {args.average_last})" if args.average_last else ""
     if args.ensemble:
         averaged += f" (ensemble with {', '.join(args.ensemble)})"
+    if args.rescore:
+        averaged += f" (re-ranked by {', '.join(args.rescore)})"
     row = (f"| {Path(args.recipe).stem}{averaged} | {test_set} | {text} | {steps:,} | "
            f"{seconds / 60:.1f} min | {machine} | `{command}` |")
     print(row)

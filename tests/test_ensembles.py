@@ -139,7 +139,7 @@ def test_broken_ensemble_folders_are_refused_by_name(runs, tmp_path):
     with pytest.raises(CheckpointError, match="ensemble.json: invalid JSON"):
         load_model(out)
     manifest.write_text(json.dumps({**json.loads(good), "members": ["member-1", "../b"]}))
-    with pytest.raises(CheckpointError, match="'members' must name at least 2 member folders"):
+    with pytest.raises(CheckpointError, match="'members' must name at least 2 folders"):
         load_model(out)
     manifest.write_text(good)
     shutil.copy(a / "src.vocab.json", out / "member-2" / "src.vocab.json")
@@ -164,3 +164,89 @@ def test_server_lists_an_ensemble_and_translates_with_it(runs, tmp_path):
         assert res.status_code == 200, res.text
         got = [t["text"] for t in res.json()["translations"]]
     assert got == [t.text for t in ens.translate(SOURCES, beam=2)]
+
+
+# --- right-to-left models and rescoring ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def r2l(tmp_path_factory):
+    """A tiny model of the same data trained with tokenizer.reverse_target: it writes the
+    output right to left."""
+    out = tmp_path_factory.mktemp("r2l") / "r2l"
+    train(from_dict(tiny_config_dict(tokenizer={"reverse_target": True}, train={"seed": 3, "max_steps": 40})), out)
+    return out
+
+
+def test_a_right_to_left_model_reads_and_writes_its_targets_reversed(r2l):
+    t = transduce.load(r2l)
+    assert t.tgt_codec.encode("1 2 3") == t.tgt_codec.vocab.encode(["3", "2", "1"])
+    got = t.translate(SOURCES, beam=3, length_penalty="none", min_len=2)
+    assert max(len(tr.tokens) for tr in got) > 1
+    for tr in got:
+        assert tr.text == " ".join(reversed(tr.tokens))  # tokens in the order the model wrote them
+        # teacher forcing reverses the text the same way: it gives the beam's log-probability
+        (logprob, n), = t.score([tr.source], [tr.text])
+        assert logprob == pytest.approx(tr.score, abs=1e-4) and n == len(tr.tokens) + 1
+
+
+@pytest.mark.parametrize("penalty", ["none", "gnmt"])
+def test_rescoring_reranks_the_beam_by_score_plus_weight_times_the_rescorers_log_probability(
+        runs, r2l, tmp_path, penalty):
+    _, a, _ = runs
+    folder = transduce.ensemble([a], tmp_path / "a+r2l", rescore=[r2l])
+    both, alone, rescorer = transduce.load(folder), transduce.load(a), transduce.load(r2l)
+    assert not isinstance(both.model, Ensemble) and len(both.rescorers) == 1
+    beams = alone.translate(SOURCES, beam=4, nbest=4, length_penalty=penalty, alpha=0.6)
+    for weight in (0.5, 2.0):
+        got = both.translate(SOURCES, beam=4, nbest=4, length_penalty=penalty, alpha=0.6, rescore_weight=weight)
+        best = both.translate(SOURCES, beam=4, length_penalty=penalty, alpha=0.6, rescore_weight=weight)
+        for src, beam, tr, one in zip(SOURCES, beams, got, best):
+            extra = rescorer.score([src] * len(beam.nbest), [h for h, _ in beam.nbest])
+            want = [(h, s + weight * lp / (((5 + n) / 6) ** 0.6 if penalty == "gnmt" else 1))
+                    for (h, s), (lp, n) in zip(beam.nbest, extra)]
+            want.sort(key=lambda x: -x[1])
+            assert [h for h, _ in tr.nbest] == [h for h, _ in want]
+            assert [s for _, s in tr.nbest] == pytest.approx([s for _, s in want], abs=1e-4)
+            assert (one.text, one.score) == (tr.text, pytest.approx(tr.score, abs=1e-6))
+            assert len(one.nbest) == 1
+    # weight 0, greedy decoding: the model's own output
+    for opts in ({"beam": 4, "nbest": 2, "rescore_weight": 0.0}, {"method": "greedy"}):
+        assert [(t.text, t.score) for t in both.translate(SOURCES, **opts)] == \
+            [(t.text, t.score) for t in alone.translate(SOURCES, **opts)]
+
+
+def test_rescorer_folders_from_the_cli_and_the_server(runs, r2l, tmp_path, capsys):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transduce.serve.app import create_app
+
+    _, a, b = runs
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(a), str(b), "--rescore", str(r2l), "--out", str(out)]) == 0
+    assert f"re-ranked by {r2l}" in capsys.readouterr().out
+    manifest = json.loads((out / "ensemble.json").read_text())
+    assert manifest["members"] == ["member-1", "member-2"] and manifest["rescorers"] == ["rescorer-1"]
+    t = transduce.load(out)
+    assert isinstance(t.model, Ensemble) and len(t.rescorers) == 1
+    with TestClient(create_app({"ens": t})) as client:
+        listed = client.get("/api/models").json()[0]
+        assert listed["rescorers"] == 1 and listed["search"]["rescore_weight"] == 1.0
+        res = client.post("/api/translate", json={"texts": SOURCES, "beam": 3, "rescore_weight": 0.7})
+        assert res.status_code == 200, res.text
+        assert [x["text"] for x in res.json()["translations"]] == \
+            [x.text for x in t.translate(SOURCES, beam=3, rescore_weight=0.7)]
+        bad = client.post("/api/translate", json={"texts": SOURCES, "rescore_weight": -1})
+        assert bad.status_code == 422 and "rescore_weight" in bad.text
+    manifest["rescorers"] = ["../r2l"]
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="'rescorers' must name folders inside"):
+        load_model(out)
+    for argv, message in [
+        (["ensemble", str(a), "--rescore", str(out), "--out", str(tmp_path / "x")], "is an ensemble folder"),
+        (["ensemble", str(a), "--rescore", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "not found"),
+        (["translate", str(a), "--rescore-weight", "-1"], "--rescore-weight: must be in [0, 100]"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)

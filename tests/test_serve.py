@@ -39,6 +39,7 @@ class ReverseTranslator:
         self.model = SimpleNamespace(num_parameters=lambda: 1234)
         self.calls = []
         self.device = "cpu"
+        self.rescorers = []
 
     def tokenize(self, texts):
         """One piece per character (what the server's worker batches)."""

@@ -7,8 +7,9 @@ from transduce.config import from_dict
 
 from transduce.config import TokenizerConfig
 from transduce.errors import CheckpointError, ConfigError
-from transduce.tokenizers import (SPACE, CharTokenizer, Tokenizer, WhitespaceTokenizer,
+from transduce.tokenizers import (SPACE, CharTokenizer, Reversed, Tokenizer, WhitespaceTokenizer,
                                   train_sentencepiece, train_tokenizers)
+from transduce.vocab import build_codecs
 
 PAIRS = [
     ("ein kleiner hund läuft", "a small dog runs"),
@@ -104,3 +105,34 @@ def test_lone_surrogates_become_replacement_characters(kind):
     tok = train_tokenizers(TokenizerConfig(src=kind, tgt=kind, vocab_size=40), PAIRS)[0]
     assert tok.encode("a \ud800b") == tok.encode("a \ufffdb")
     assert tok.encode_batch(["\udfff"]) == [tok.encode("\ufffd")]
+
+
+@pytest.mark.parametrize("kind", ["char", "whitespace", "bpe"])
+def test_reverse_target_reverses_the_targets_pieces_only(tmp_path, kind):
+    cfg = TokenizerConfig(src=kind, tgt=kind, vocab_size=50, reverse_target=True)
+    src, tgt = train_tokenizers(cfg, PAIRS)
+    assert isinstance(tgt, Reversed) and not isinstance(src, Reversed)
+    plain = tgt.inner  # the tokenizer the target side would have without reverse_target
+    assert type(plain) is type(src) and tgt.kind == plain.kind == src.kind
+    text = "a small dog runs"
+    assert tgt.encode(text) == plain.encode(text)[::-1] and len(tgt.encode(text)) > 1
+    assert tgt.encode_batch([text, "two men"]) == [plain.encode(text)[::-1], plain.encode("two men")[::-1]]
+    assert tgt.decode(tgt.encode(text)) == plain.decode(plain.encode(text)) == text
+    tgt.save(tmp_path, "tgt")
+    loaded = Tokenizer.load(tmp_path, "tgt")
+    assert isinstance(loaded, Reversed) and loaded.encode(text) == tgt.encode(text)
+    assert loaded.decode(loaded.encode(text)) == text
+
+
+def test_reverse_target_with_a_joint_vocabulary():
+    cfg = TokenizerConfig(src="bpe", tgt="bpe", joint=True, vocab_size=60, reverse_target=True)
+    src, tgt = build_codecs(cfg, PAIRS)
+    assert src.vocab is tgt.vocab and tgt.tokenizer.inner is src.tokenizer
+    assert tgt.encode("a small dog") == src.encode("a small dog")[::-1]
+    assert tgt.decode(tgt.encode("a small dog")) == src.decode(src.encode("a small dog")) == "a small dog"
+
+
+def test_a_corrupt_reverse_flag_is_refused(tmp_path):
+    (tmp_path / "tgt.tokenizer.json").write_text('{"kind": "char", "lowercase": false, "reverse": "yes"}')
+    with pytest.raises(CheckpointError, match="tgt.tokenizer.json: corrupt tokenizer file.*'reverse'"):
+        Tokenizer.load(tmp_path, "tgt")

@@ -19,10 +19,13 @@ A model folder::
                                      best metrics
 
 An ensemble folder (``write_ensemble``; loaded by ``load_model`` as an
-ensembles.Ensemble)::
+ensembles.Ensemble, or as its one member when it has rescorers)::
 
-    ensemble.json                    the member folders' names, where they came from
+    ensemble.json                    the member and rescorer folders' names, where
+                                     they came from
     member-1/ member-2/ ...          model folders (the files above, no trainer/)
+    rescorer-1/ ...                  (optional) model folders whose log-probabilities
+                                     re-rank the members' beam (Translator)
 
 Loading executes no code: YAML is read with ``safe_load``, JSON with ``json``
 and tensors with ``safetensors``.
@@ -104,6 +107,8 @@ class Loaded:
     src_codec: Any
     tgt_codec: Any
     meta: dict
+    rescorers: list["Loaded"] = field(default_factory=list)
+    """Models that re-rank this one's beam (an ensemble folder's rescorer-N)."""
 
 
 @dataclass
@@ -673,8 +678,10 @@ def _average(states: list[dict[str, Tensor]], dirs: list[Path]) -> dict[str, Ten
 
 # --- ensembles --------------------------------------------------------------------
 
-ENSEMBLE_SCHEMA = {"transduce_version?": str, "members": list, "sources?": list, "time?": str}
-"""ensemble.json: the member folders (names inside the ensemble folder), where they came from."""
+ENSEMBLE_SCHEMA = {"transduce_version?": str, "members": list, "sources?": list, "time?": str,
+                   "rescorers?": list, "rescorer_sources?": list}
+"""ensemble.json: the member and rescorer folders (names inside the ensemble folder), where they
+came from."""
 
 
 def is_ensemble(dir: str | Path) -> bool:
@@ -712,28 +719,35 @@ def _check_same_codecs(dirs: list[Path]) -> None:
                                       f"with the same tokenizer settings)")
 
 
-def write_ensemble(dirs: list[str | Path], out_dir: str | Path) -> Path:
-    """Write an ensemble folder ``out_dir`` of the model folders ``dirs`` (at least 2).
+def write_ensemble(dirs: list[str | Path], out_dir: str | Path,
+                   rescorers: list[str | Path] | tuple = ()) -> Path:
+    """Write an ensemble folder ``out_dir`` of the model folders ``dirs`` (at least 2, or
+    1 with rescorers) and the ``rescorers``, model folders that re-rank the members' beam
+    (see Translator; e.g. a right-to-left model, ``tokenizer.reverse_target``).
 
-    Each member's model files are copied into ``out_dir/member-N`` (so the folder
-    stands alone), and ``ensemble.json`` lists them. The members are loaded first
-    (every check of ``load_model``) and must share their vocabularies and
-    tokenizers; an ensemble folder cannot be a member.
+    Each model's files are copied into ``out_dir/member-N`` and ``out_dir/rescorer-N``
+    (so the folder stands alone), and ``ensemble.json`` lists them. They are loaded
+    first (every check of ``load_model``); the members must share their vocabularies
+    and tokenizers (a rescorer scores text, so its own may differ); an ensemble folder
+    cannot be one of them.
     """
-    dirs, out = [Path(d) for d in dirs], Path(out_dir)
-    if len(dirs) < 2:
-        raise CheckpointError(f"an ensemble needs at least 2 model folders, got {len(dirs)}")
-    if (out / WEIGHTS).exists() or any(out.resolve() == d.resolve() for d in dirs):
+    dirs, extra, out = [Path(d) for d in dirs], [Path(d) for d in rescorers], Path(out_dir)
+    if len(dirs) < (1 if extra else 2):
+        raise CheckpointError(f"an ensemble needs at least 2 model folders, or 1 and a rescorer; got {len(dirs)}")
+    if (out / WEIGHTS).exists() or any(out.resolve() == d.resolve() for d in dirs + extra):
         raise CheckpointError(f"{out} holds a model already; write the ensemble into a new folder")
-    for d in dirs:
+    for d in dirs + extra:
         refuse_ensemble(d, "give its members' folders instead")
         load_model(d)  # every check, before anything is written
     _check_same_codecs(dirs)
     names = [f"member-{i}" for i in range(1, len(dirs) + 1)]
+    extra_names = [f"rescorer-{i}" for i in range(1, len(extra) + 1)]
     manifest = {"transduce_version": __version__, "members": names,
                 "sources": [str(d.resolve()) for d in dirs], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if extra:
+        manifest.update(rescorers=extra_names, rescorer_sources=[str(d.resolve()) for d in extra])
     with atomic_dir(out_dir) as tmp:
-        for name, d in zip(names, dirs):
+        for name, d in zip(names + extra_names, dirs + extra):
             (tmp / name).mkdir()
             for f in _model_files(d):
                 shutil.copy2(f, tmp / name / f.name)
@@ -741,22 +755,35 @@ def write_ensemble(dirs: list[str | Path], out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
+def _folder_names(manifest: dict, key: str, least: int, dir: Path) -> list[Path]:
+    """The folders that ensemble.json's ``key`` names inside ``dir`` (at least ``least``)."""
+    names = manifest.get(key, [])
+    if len(names) < least or not all(isinstance(n, str) and n and "/" not in n and "\\" not in n
+                                      and n not in (".", "..") for n in names):
+        many = f"at least {least} folder{'s' if least > 1 else ''}" if least else "folders"
+        raise CheckpointError(f"{dir / ENSEMBLE}: '{key}' must name {many} inside {dir}")
+    folders = [dir / n for n in names]
+    for f in folders:
+        refuse_ensemble(f, "an ensemble cannot be a member or rescorer of an ensemble")
+    return folders
+
+
 def _load_ensemble(dir: Path, device: str | torch.device) -> Loaded:
-    """An ensemble folder -> Loaded(Ensemble, the first member's config and codecs,
-    meta {"ensemble": [each member's meta.json]})."""
+    """An ensemble folder -> Loaded(Ensemble (the member itself if it is the only one), the
+    first member's config and codecs, meta {"ensemble": [each member's meta.json],
+    "rescorers": [each rescorer's]}, the rescorers' Loaded)."""
     from .ensembles import Ensemble
 
     manifest = read_json(dir / ENSEMBLE)
     check_schema(manifest, ENSEMBLE_SCHEMA, dir / ENSEMBLE)
-    names = manifest["members"]
-    if len(names) < 2 or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
-                                 for n in names):
-        raise CheckpointError(f"{dir / ENSEMBLE}: 'members' must name at least 2 member folders inside {dir}")
-    members = [dir / n for n in names]
-    for m in members:
-        refuse_ensemble(m, "an ensemble cannot be a member of an ensemble")
+    extra = _folder_names(manifest, "rescorers", 0, dir)
+    members = _folder_names(manifest, "members", 1 if extra else 2, dir)
     loaded = [load_model(m, device) for m in members]
     _check_same_codecs(members)
+    rescorers = [load_model(r, device) for r in extra]
     first = loaded[0]
-    return Loaded(Ensemble([x.model for x in loaded]).eval(), first.config, first.src_codec, first.tgt_codec,
-                  {"ensemble": [x.meta for x in loaded]})
+    model = Ensemble([x.model for x in loaded]).eval() if len(loaded) > 1 else first.model
+    meta = {"ensemble": [x.meta for x in loaded]}
+    if rescorers:
+        meta["rescorers"] = [x.meta for x in rescorers]
+    return Loaded(model, first.config, first.src_codec, first.tgt_codec, meta, rescorers)

@@ -239,8 +239,10 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    write_ensemble(args.models, Path(args.out))
-    print(f"ensemble of {len(args.models)} models in {args.out}: {', '.join(args.models)} "
+    write_ensemble(args.models, Path(args.out), args.rescore)
+    rescored = f", re-ranked by {', '.join(args.rescore)}" if args.rescore else ""
+    n = len(args.models)
+    print(f"ensemble of {n} model{'s' if n > 1 else ''} in {args.out}: {', '.join(args.models)}{rescored} "
           f"(use it as a model folder: transduce translate {args.out})")
     return 0
 
@@ -373,6 +375,7 @@ DECODE_FLAGS = {
     "alpha": "GNMT length penalty exponent",
     "coverage": "GNMT coverage penalty weight (0 = off)",
     "exact_stop": "beam search: stop a sentence only when no live hypothesis can still win at any length",
+    "rescore_weight": "weight of the rescorers' log-probability in re-ranking the beam (0 = off)",
     "temperature": "sampling temperature (0 = argmax)",
     "top_k": "sampling: keep the k most likely tokens (0 = all)",
     "top_p": "sampling: nucleus probability mass",
@@ -577,8 +580,14 @@ def _ensemble_parser(sub) -> None:
                                    "translate, evaluate, score, serve and transduce.load take it as a model "
                                    "folder; each step decodes with the mean of the models' next-token "
                                    "probabilities. The models must share vocabularies and tokenizers "
-                                   "(e.g. runs of recipes on the same data).")
-    p.add_argument("models", nargs="+", metavar="RUN", help="two or more model folders")
+                                   "(e.g. runs of recipes on the same data). With --rescore, beam search "
+                                   "keeps the whole beam and re-ranks it by its score plus "
+                                   "--rescore-weight times the rescorers' log-probability of each "
+                                   "hypothesis (e.g. a model trained with tokenizer.reverse_target=true, "
+                                   "which reads the output right to left); one RUN will then do.")
+    p.add_argument("models", nargs="+", metavar="RUN", help="two or more model folders (one with --rescore)")
+    p.add_argument("--rescore", nargs="+", metavar="RUN", default=[],
+                   help="model folders that re-rank the beam (any vocabulary: they score the text)")
     p.add_argument("--out", required=True, help="the ensemble folder to write")
     p.set_defaults(func=cmd_ensemble)
 

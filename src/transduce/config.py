@@ -118,6 +118,10 @@ class TokenizerConfig:
     min_freq: int = ranged(1, 1)
     """Tokens seen fewer times become <unk> (char, whitespace)."""
     max_vocab: int | None = ranged(None, 1)
+    reverse_target: bool = False
+    """Target tokens in reverse order: the model writes its output right to left
+    (translations still come out in reading order). Such a model rescores a
+    left-to-right model's beam (``transduce ensemble RUN --rescore THIS``)."""
 
 
 @dataclass
@@ -260,6 +264,11 @@ class DecodeOptions:
     outscore its finished ones at some length up to the limit (exact, but with a
     length penalty many more steps); default: stop once none does at its current
     length, as OpenNMT-py and Hugging Face do."""
+    rescore_weight: float = ranged(1.0, 0.0, 100.0)
+    """Beam search with a model folder that has rescorers (``transduce ensemble RUN
+    --rescore OTHER``): each of the beam's hypotheses gets its score plus this weight
+    times the rescorers' mean log-probability of it (length-normalised like the score),
+    and the best of that sum wins; 0 = the beam's own ranking."""
     temperature: float = ranged(1.0, 0.0, 100.0)
     """Sampling temperature (0 = argmax)."""
     top_k: int = ranged(0, 0)

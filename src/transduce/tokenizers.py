@@ -14,8 +14,12 @@ Kinds (:data:`KINDS`):
   collapsed); decode round-trips normalised text.
 
 ``tokenizer.lowercase`` lowercases before encoding (decoding cannot restore
-case). A tokenizer saves into a model folder as ``<prefix>.tokenizer.json``
-(kind and options) plus ``<prefix>.spm.model`` for sentencepiece kinds.
+case). ``tokenizer.reverse_target`` wraps the target side's tokenizer in
+:class:`Reversed`: its pieces come in reverse order, so a model trained on them
+writes its output right to left, and decoding puts the pieces back in order (such a
+model rescores a left-to-right model's hypotheses: ``transduce ensemble --rescore``).
+A tokenizer saves into a model folder as ``<prefix>.tokenizer.json`` (kind and
+options) plus ``<prefix>.spm.model`` for sentencepiece kinds.
 """
 from __future__ import annotations
 
@@ -62,12 +66,19 @@ class Tokenizer:
         """Every piece the model can produce (sentencepiece), or None (open set)."""
         return None
 
+    def meta(self) -> dict:
+        """What ``<prefix>.tokenizer.json`` holds: kind and options."""
+        return {"kind": self.kind, "lowercase": self.lowercase}
+
+    def save_files(self, folder: Path, prefix: str) -> None:
+        """Write the model files beside ``<prefix>.tokenizer.json`` (none by default)."""
+
     def save(self, folder: str | Path, prefix: str) -> None:
         """Write ``<prefix>.tokenizer.json`` (+ model files) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": self.kind, "lowercase": self.lowercase}
-        (folder / f"{prefix}.tokenizer.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        (folder / f"{prefix}.tokenizer.json").write_text(json.dumps(self.meta()) + "\n", encoding="utf-8")
+        self.save_files(folder, prefix)
 
     @staticmethod
     def load(folder: str | Path, prefix: str) -> "Tokenizer":
@@ -76,12 +87,15 @@ class Tokenizer:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             loader = KINDS[meta["kind"]]
-            lowercase = bool(meta.get("lowercase", False))
+            lowercase, reverse = bool(meta.get("lowercase", False)), meta.get("reverse", False)
+            if not isinstance(reverse, bool):
+                raise TypeError(f"'reverse' must be true or false, got {reverse!r}")
         except FileNotFoundError:
             raise CheckpointError(f"tokenizer file missing: {path}") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}: corrupt tokenizer file ({exc!r})") from None
-        return loader(Path(folder), prefix, lowercase)
+        tok = loader(Path(folder), prefix, lowercase)
+        return Reversed(tok) if reverse else tok
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lowercase={self.lowercase})"
@@ -139,13 +153,44 @@ class SentencePieceTokenizer(Tokenizer):
         return [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())
                 if not (self.sp.is_unknown(i) or self.sp.is_control(i))]
 
-    def save(self, folder: str | Path, prefix: str) -> None:
-        super().save(folder, prefix)
-        (Path(folder) / f"{prefix}.spm.model").write_bytes(self.model_proto)
+    def save_files(self, folder: Path, prefix: str) -> None:
+        (folder / f"{prefix}.spm.model").write_bytes(self.model_proto)
 
     def __repr__(self) -> str:
         return (f"SentencePieceTokenizer(kind={self.kind!r}, pieces={self.sp.get_piece_size()}, "
                 f"lowercase={self.lowercase})")
+
+
+class Reversed(Tokenizer):
+    """Another tokenizer's pieces in reverse order (``tokenizer.reverse_target``): a
+    model trained on them reads and writes the target right to left; ``decode`` takes
+    pieces in that order and gives the text in its own."""
+
+    def __init__(self, inner: Tokenizer):
+        super().__init__(inner.lowercase)
+        self.inner = inner
+        self.kind = inner.kind
+
+    def encode(self, text: str) -> list[str]:
+        return self.inner.encode(text)[::-1]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[str]]:
+        return [pieces[::-1] for pieces in self.inner.encode_batch(texts)]
+
+    def decode(self, pieces: Sequence[str]) -> str:
+        return self.inner.decode(list(pieces)[::-1])
+
+    def inventory(self) -> list[str] | None:
+        return self.inner.inventory()
+
+    def meta(self) -> dict:
+        return {**self.inner.meta(), "reverse": True}
+
+    def save_files(self, folder: Path, prefix: str) -> None:
+        self.inner.save_files(folder, prefix)
+
+    def __repr__(self) -> str:
+        return f"Reversed({self.inner!r})"
 
 
 def _load_spm(kind: str, folder: Path, prefix: str, lowercase: bool) -> SentencePieceTokenizer:
@@ -210,11 +255,13 @@ def _build(kind: str, tok_cfg, pairs, sides: tuple[int, ...]) -> Tokenizer:
 
 
 def train_tokenizers(tok_cfg, train_pairs: Sequence[tuple[str, str]]) -> tuple[Tokenizer, Tokenizer]:
-    """(src, tgt) tokenizers for a TokenizerConfig; the same object twice if joint
-    (config.py checks that joint has src == tgt). sentencepiece trains from an
+    """(src, tgt) tokenizers for a TokenizerConfig; one model for both sides if joint
+    (config.py checks that joint has src == tgt): the same object twice, or the target's
+    wrapped in :class:`Reversed` with ``reverse_target``. sentencepiece trains from an
     in-memory iterator and keeps its model in memory."""
     if tok_cfg.joint:
-        tok = _build(tok_cfg.src, tok_cfg, train_pairs, (0, 1))
-        return tok, tok
-    return (_build(tok_cfg.src, tok_cfg, train_pairs, (0,)),
-            _build(tok_cfg.tgt, tok_cfg, train_pairs, (1,)))
+        src = tgt = _build(tok_cfg.src, tok_cfg, train_pairs, (0, 1))
+    else:
+        src, tgt = (_build(tok_cfg.src, tok_cfg, train_pairs, (0,)),
+                    _build(tok_cfg.tgt, tok_cfg, train_pairs, (1,)))
+    return src, Reversed(tgt) if tok_cfg.reverse_target else tgt

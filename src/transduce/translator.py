@@ -28,6 +28,12 @@ shares :meth:`Translator.likelihood` (teacher-forced NLL) with ``evaluate``.
   see :func:`quantize_int8`).
 * Decoding runs under ``torch.inference_mode`` with the model in eval mode
   (its previous train/eval mode is restored afterwards).
+* Rescoring: a model folder with rescorers (``transduce ensemble RUN --rescore
+  OTHER``, e.g. a right-to-left model of ``tokenizer.reverse_target``) keeps the
+  whole beam of each sentence, adds ``rescore_weight`` times the rescorers' mean
+  log-probability of each hypothesis (teacher forced on its text, :meth:`score`;
+  length-normalised like the beam's score) and re-ranks by that sum. Greedy
+  decoding and sampling are not rescored.
 """
 from __future__ import annotations
 
@@ -59,7 +65,9 @@ OPTION_NAMES = tuple(f.name for f in dataclasses.fields(DecodeOptions))
 
 @dataclass
 class Translation:
-    """One input's result. ``attention`` is [len(tokens)][len(src_tokens)] if asked."""
+    """One input's result. ``tokens`` are the output's pieces in the order the model wrote
+    them (right to left for a ``tokenizer.reverse_target`` model); ``attention`` is
+    [len(tokens)][len(src_tokens)] if asked."""
 
     text: str
     score: float
@@ -177,8 +185,10 @@ class Translator:
 
     def __init__(self, model: nn.Module, config: Config, src_codec, tgt_codec,
                  device: str | torch.device = "cpu", precision: str = "fp32",
-                 max_src_len: int | None = None, own_model: bool = False):
-        """``own_model``: the Translator may change the model's weights' dtype (bf16)."""
+                 max_src_len: int | None = None, own_model: bool = False,
+                 rescorers: Sequence["Translator"] = ()):
+        """``own_model``: the Translator may change the model's weights' dtype (bf16);
+        ``rescorers``: Translators that re-rank the beam (module docstring)."""
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
         self.model = prepare_model(model, self.device, self.precision, cast=own_model)
@@ -188,6 +198,7 @@ class Translator:
         self.src_codec, self.tgt_codec = src_codec, tgt_codec
         self.max_src_len = max_src_len or 2 * config.data.max_len
         self._warned = False
+        self.rescorers = list(rescorers)
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu",
@@ -196,8 +207,10 @@ class Translator:
         validation: its newest step checkpoint, see :func:`model_folder`); CheckpointError
         if it is broken."""
         loaded = load_model(model_folder(model_dir), device=resolve_device(device))
+        rescorers = [cls(r.model, r.config, r.src_codec, r.tgt_codec, device, precision, own_model=True)
+                     for r in loaded.rescorers]
         return cls(loaded.model, loaded.config, loaded.src_codec, loaded.tgt_codec, device,
-                   precision, max_src_len, own_model=True)
+                   precision, max_src_len, own_model=True, rescorers=rescorers)
 
     # --- options -------------------------------------------------------------
 
@@ -301,9 +314,34 @@ class Translator:
         """Decode one model batch of tokenized, non-empty sources (:meth:`tokenize`) with
         ``opts``; ``tree`` records a beam search (the server's batching calls this)."""
         src, lengths = self._pad([s.ids for s in batch])
+        rescoring = bool(self.rescorers) and opts.method == "beam" and opts.rescore_weight > 0
         with self._running():
-            hyps = search.decode(self.model, src, lengths, opts, generator, tree)
+            hyps = search.decode(self.model, src, lengths,
+                                 dataclasses.replace(opts, nbest=opts.beam) if rescoring else opts,
+                                 generator, tree)
+        if rescoring:
+            hyps = [h[:opts.nbest] for h in self._rescore(hyps, batch, opts)]
         return [self._translation(h, s, opts) for h, s in zip(hyps, batch)]
+
+    def _rescore(self, hyps: list[list[search.Hyp]], batch: list[Source],
+                 opts: DecodeOptions) -> list[list[search.Hyp]]:
+        """Each sentence's Hyps re-ranked by score + rescore_weight * the rescorers' mean
+        log-probability of the Hyp's text (length-normalised as ``opts`` says); the
+        Hyps' scores become those sums."""
+        sources = [s.text for s, hs in zip(batch, hyps) for _ in hs]
+        targets = [self.tgt_codec.decode(h.tokens) for hs in hyps for h in hs]
+        extra = torch.zeros(len(targets))
+        for rescorer in self.rescorers:
+            extra += torch.tensor([logprob for logprob, _ in rescorer.score(sources, targets)])
+        lengths = torch.tensor([len(h.tokens) + 1 for hs in hyps for h in hs])  # EOS included, as search
+        extra = search.length_normalise(extra / len(self.rescorers), lengths, opts.length_penalty, opts.alpha)
+        out, k = [], 0
+        for hs in hyps:
+            ranked = [dataclasses.replace(h, score=h.score + opts.rescore_weight * float(extra[k + j]))
+                      for j, h in enumerate(hs)]
+            out.append(sorted(ranked, key=lambda h: -h.score))  # stable: the beam's order among ties
+            k += len(hs)
+        return out
 
     def _translation(self, hyps: list[search.Hyp], source: Source, opts: DecodeOptions) -> Translation:
         """Detokenize the n-best Hyps of one sentence."""

@@ -68,7 +68,8 @@ TranslateRequest = _request_model()
 
 def _describe(name: str, translator) -> dict:
     """One model's entry of GET /api/models: its architecture and decoding defaults
-    (an ensemble's: its first member's, the members' total parameters, "ensemble" N)."""
+    (an ensemble's: its first member's, the members' total parameters, "ensemble" N;
+    "rescorers": how many models re-rank its beam)."""
     cfg = translator.config
     return {
         "name": name,
@@ -80,6 +81,7 @@ def _describe(name: str, translator) -> dict:
         "search": {name: getattr(cfg.search, name) for name in SERVER_OPTIONS},
         "parameters": translator.model.num_parameters(),
         "ensemble": len(translator.model.members) if isinstance(translator.model, Ensemble) else 1,
+        "rescorers": len(translator.rescorers),
     }
 
 

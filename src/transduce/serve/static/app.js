@@ -26,7 +26,8 @@ async function loadModels() {
   MODELS = await res.json();
   for (const m of MODELS) {
     const kind = m.ensemble > 1 ? `ensemble of ${m.ensemble}, first: ` : "";
-    const label = `${m.name} (${kind}${m.family} ${m.cell}, ${(m.parameters / 1e6).toFixed(2)}M)`;
+    const rescored = m.rescorers > 0 ? `, ${m.rescorers} rescorer${m.rescorers > 1 ? "s" : ""}` : "";
+    const label = `${m.name} (${kind}${m.family} ${m.cell}, ${(m.parameters / 1e6).toFixed(2)}M${rescored})`;
     $("model").append(el("option", { value: m.name }, label));
   }
   if (MODELS.length) applyDefaults(MODELS[0]);
@@ -131,7 +132,10 @@ function scoreNote(body) {
     gnmt: `the log-probability divided by ((5 + length) / 6)^${body.alpha} (GNMT length penalty)`,
   }[body.length_penalty] || "the log-probability";
   const cov = body.coverage > 0 ? `, plus a coverage penalty (β = ${body.coverage}) for source words left unattended` : "";
-  return `Score: ${norm}${cov}. Log-probabilities are natural logs (≤ 0; closer to 0 = more likely); ` +
+  const model = MODELS.find((m) => m.name === body.model) || MODELS[0];
+  const rescored = model && model.rescorers > 0 && body.rescore_weight > 0
+    ? `, plus ${body.rescore_weight} × the rescorers' mean log-probability of the output, normalised the same way` : "";
+  return `Score: ${norm}${cov}${rescored}. Log-probabilities are natural logs (≤ 0; closer to 0 = more likely); ` +
     "the n-best are ranked by this score, best first. Numbers in the tree are the raw log-probability of each prefix.";
 }
 
