@@ -127,7 +127,8 @@ def build_codecs(tok_cfg, train_pairs: Sequence[tuple[str, str]]) -> tuple[Codec
     """Train tokenizers and build vocabularies from training pairs: (src, tgt).
 
     Joint (``tokenizer.joint``): one tokenizer and one vocabulary for both
-    sides (the target's tokenizer reversed with ``tokenizer.reverse_target``).
+    sides (the same Codec twice; with ``tokenizer.reverse_target`` the target's
+    tokenizer is the source's reversed).
     ``tokenizer.min_freq`` / ``max_vocab`` apply.
     """
     src_tok, tgt_tok = train_tokenizers(tok_cfg, train_pairs)
@@ -138,6 +139,6 @@ def build_codecs(tok_cfg, train_pairs: Sequence[tuple[str, str]]) -> tuple[Codec
         return Vocab.build(lists, tok_cfg.min_freq, tok_cfg.max_vocab, tok.inventory() or ())
 
     if tok_cfg.joint:
-        vocab = make(src_tok, src_pieces + tgt_pieces)
-        return Codec(src_tok, vocab), Codec(tgt_tok, vocab)
+        src = Codec(src_tok, make(src_tok, src_pieces + tgt_pieces))
+        return src, src if tgt_tok is src_tok else Codec(tgt_tok, src.vocab)
     return Codec(src_tok, make(src_tok, src_pieces)), Codec(tgt_tok, make(tgt_tok, tgt_pieces))
