@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="score the ensemble of --out and these trained runs or their step checkpoints")
     p.add_argument("--rescore", nargs="+", metavar="RUN", default=[],
                    help="re-rank the beam with these trained runs (search.rescore_weight)")
+    p.add_argument("--ensemble-dir", type=Path, metavar="DIR",
+                   help="where to write the folder of --ensemble/--rescore (default: RUN/ensemble; "
+                        "give each of several side-by-side scorings of one run its own)")
     p.add_argument("--beam", type=int, help="beam size (default: the recipe's search.beam)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="precision of the scoring's decoding (default auto: bf16 where native)")
@@ -96,7 +99,7 @@ def model_to_score(args: argparse.Namespace) -> Path:
         model = Path(args.out) / f"average-last-{args.average_last}"
         average_checkpoints(_checkpoints_to_average([args.out], args.average_last), model)
     if args.ensemble or args.rescore:
-        target = Path(args.out) / "ensemble"
+        target = args.ensemble_dir or Path(args.out) / "ensemble"
         shutil.rmtree(target, ignore_errors=True)
         model = write_ensemble([model, *args.ensemble], target, args.rescore)
     return model

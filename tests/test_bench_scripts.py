@@ -91,6 +91,14 @@ def test_quality_trains_scores_and_adds_one_row_per_command(tmp_path):
     no_log = run("quality.py", "toy", "--out", str(tmp_path / "run"), "--no-train", "--ensemble",
                  str(tmp_path / "model-only"), "--limit", "5")
     assert no_log.returncode == 2 and "has no training log" in no_log.stderr
+    rescored = run("quality.py", "toy", "search.beam=3", "search.rescore_weight=0.5", "--out", str(tmp_path / "run"),
+                   "--no-train", "--rescore", str(tmp_path / "run2"), "--ensemble-dir", str(tmp_path / "r"),
+                   "--limit", "50", "--json-out", str(tmp_path / "r.json"))
+    assert rescored.returncode == 0, rescored.stderr
+    assert re.search(r"^\| toy \(re-ranked by .*run2\) \| reverse test \| BLEU \d+\.\d, chrF \d+\.\d "
+                     r"\(50 sentences, beam 3.*\| 30 \| ", rescored.stdout, re.M), rescored.stdout
+    manifest = json.loads((tmp_path / "r" / "ensemble.json").read_text(encoding="utf-8"))
+    assert manifest["members"] == ["member-1"] and manifest["rescorers"] == ["rescorer-1"]
 
 
 def test_dropout_bench_times_both_masks_per_step():
