@@ -28,14 +28,8 @@ while [ $# -gt 0 ]; do
     *) echo "g2p_gpu.sh: unknown option $1 (--more-bahdanau, --smoke)" >&2; exit 2 ;;
   esac
 done
-cd "$(dirname "$0")/.."
-runs=${RUNS:-runs/g2p-gpu}
-out=${OUT:-$runs/out}
-mkdir -p "$runs" "$out"
-py=${PYTHON:-python3}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1
-start=$(date +%s)
-log() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.txt"; }
+. "$(dirname "$0")/common.sh" runs/g2p-gpu
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 declare -A member=(
   [s1]=""
@@ -48,12 +42,6 @@ declare -A member=(
   [bahdanau3]="model.family=bahdanau train.seed=3"
 )
 score=(search.batch_size=256)
-limit=() tiny=()
-if [ $smoke = 1 ]; then
-  tiny=(train.max_steps=20 train.valid_every=10 train.valid_max_sentences=20 train.warmup_steps=2
-        model.emb_dim=16 model.hidden=32)
-  limit=(--limit 60)
-fi
 logs=$runs/logs
 mkdir -p "$logs"
 keep_logs() { tar czf "$out/logs.tar.gz" -C "$runs" logs; }  # one file: $OUT brings back few
@@ -132,7 +120,7 @@ else
     b123s13=s3,bahdanau,bahdanau2,bahdanau3,s1 b12s1=bahdanau2,bahdanau,s1
   tags=(b123 b123s1 b123s13 b12s1)
 fi
-best=$(by_wer "${tags[@]}" | head -n 1)
+best=$(by_wer "${tags[@]}" | sed -n 1p)  # sed reads all: no broken pipe
 [ -n "$best" ] || { log "no ensemble scored; stopping"; keep_logs; exit 1; }
 log "chosen on validation: $best (${ensemble[$best]})"
 IFS=, read -ra chosen <<< "${ensemble[$best]}"

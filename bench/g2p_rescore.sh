@@ -28,24 +28,14 @@ while [ $# -gt 0 ]; do
     *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --smoke)" >&2; exit 2 ;;
   esac
 done
-cd "$(dirname "$0")/.."
-runs=${RUNS:-runs/g2p-rescore}
+. "$(dirname "$0")/common.sh" runs/g2p-rescore
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 l2r=${L2R:-$runs/l2r} r2l=${R2L:-$runs/r2l}
-out=${OUT:-$runs/out}
-mkdir -p "$runs" "$out"
-py=${PYTHON:-python3}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONUNBUFFERED=1
-start=$(date +%s)
-log() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.txt"; }
 
 weights=(${WEIGHTS:-0.25 0.5 0.75 1 1.5 2})
-budget=() limit=() tiny=() write=(--write)
+budget=() write=(--write)
 [ -n "${MINUTES:-}" ] && budget=("train.max_minutes=$MINUTES")
-if [ $smoke = 1 ]; then
-  tiny=(train.max_steps=20 train.valid_every=10 train.valid_max_sentences=20 train.warmup_steps=2
-        model.emb_dim=16 model.hidden=32)
-  limit=(--limit 60) write=()
-fi
+[ $smoke = 1 ] && write=()
 quality() {  # NAME [OVERRIDES...] OPTIONS...: bench/quality.py g2p, its row logged
   local name=$1; shift
   "$py" bench/quality.py g2p ${tiny[@]+"${tiny[@]}"} "$@" ${limit[@]+"${limit[@]}"} > "$out/$name.log" 2>&1
