@@ -443,7 +443,7 @@ class _Help(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if ("default" in text or not action.option_strings
-                or action.default in (None, False, argparse.SUPPRESS)):
+                or action.default in (None, False, [], argparse.SUPPRESS)):
             return text
         return f"{text} (default: {action.default})"
 
@@ -582,7 +582,8 @@ def _ensemble_parser(sub) -> None:
                                    "probabilities. The models must share vocabularies and tokenizers "
                                    "(e.g. runs of recipes on the same data). With --rescore, beam search "
                                    "keeps the whole beam and re-ranks it by its score plus "
-                                   "--rescore-weight times the rescorers' log-probability of each "
+                                   "rescore_weight (a decoding option: translate/evaluate "
+                                   "--rescore-weight, default 1) times the rescorers' log-probability of each "
                                    "hypothesis (e.g. a model trained with tokenizer.reverse_target=true, "
                                    "which reads the output right to left); one RUN will then do.")
     p.add_argument("models", nargs="+", metavar="RUN", help="two or more model folders (one with --rescore)")
