@@ -105,17 +105,6 @@ score_ensembles() {  # TAG=SPEC ...: each one's validation score, side by side
   keep_logs
 }
 
-by_wer() {  # NAME...: those with a validation score ($runs/NAME.valid.json), lowest WER first
-  "$py" - "$runs" "$@" <<'EOF2'
-import json, sys
-from pathlib import Path
-runs, names = Path(sys.argv[1]), sys.argv[2:]
-got = {n: json.loads((runs / f"{n}.valid.json").read_text())["word_error_rate"]
-       for n in names if (runs / f"{n}.valid.json").exists()}
-print("\n".join(sorted(got, key=got.get)))  # stable: the earlier of equals first
-EOF2
-}
-
 write=()  # the test rows go into bench/RESULTS.md (quality.py --write), not for smoke runs
 [ $smoke = 0 ] && write=(--write)
 score_test() {  # TAG: the test split of that model, ensemble or re-ranked one

@@ -32,7 +32,7 @@ done
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 l2r=${L2R:-$runs/l2r} r2l=${R2L:-$runs/r2l}
 
-weights=(${WEIGHTS:-0.25 0.5 0.75 1 1.5 2})
+mapfile -t weights < <(printf '%s\n' ${WEIGHTS:-0.25 0.5 0.75 1 1.5 2} | sort -g)  # ascending
 budget=() write=(--write)
 [ -n "${MINUTES:-}" ] && budget=("train.max_minutes=$MINUTES")
 [ $smoke = 1 ] && write=()
@@ -58,15 +58,8 @@ for ((i = 0; i < ${#weights[@]}; i += 2)); do  # two at a time, each into its ow
   done
   wait
 done
-best=$("$py" - "$runs" "${weights[@]}" <<'EOF2'
-import json, sys
-from pathlib import Path
-runs, weights = Path(sys.argv[1]), sys.argv[2:]
-got = {w: json.loads((runs / f"w{w}.valid.json").read_text())["word_error_rate"]
-       for w in weights if (runs / f"w{w}.valid.json").exists()}
-print(min(sorted(got, key=float), key=got.get) if got else "")  # ties: the smaller weight
-EOF2
-)
+best=$(by_wer "${weights[@]/#/w}" | sed -n 1p)  # ties: the earlier, so the smaller weight
+best=${best#w}
 [ -n "$best" ] || { log "no weight scored; stopping"; exit 1; }
 log "chosen on validation: rescore_weight $best"
 
