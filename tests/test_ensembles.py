@@ -86,6 +86,22 @@ def test_scores_are_the_log_mean_probability_of_each_token(runs, tmp_path):
         assert lp == pytest.approx(want, abs=1e-4)
 
 
+@pytest.mark.parametrize("which", ["a", "ab"])
+def test_scoring_encodes_each_repeated_source_once_and_scores_as_pair_by_pair(runs, tmp_path, which):
+    _, a, b = runs
+    t = Translator.from_dir(a if which == "a" else write_ensemble([a, b], tmp_path / "ab"))
+    sources = ["1 2 3", "1 2 3", "1 2 3", "4 5", "2 2 1 3", "4 5", "5", "2 2 1 3", "1 2 3"]
+    targets = ["3 2 1", "3 2", "1", "5 4", "3 1 2 2", "4", "5", "3 1 2", "3 3 2 1"]
+    alone = [t.score([s], [x])[0] for s, x in zip(sources, targets)]
+    rows = []
+    encode = t.model.encode
+    t.model.encode = lambda src, lengths: rows.append(src.size(0)) or encode(src, lengths)
+    got = t.score(sources, targets)
+    assert sum(rows) == len(set(sources)) == 4
+    assert [n for _, n in got] == [n for _, n in alone] == [len(x.split()) + 1 for x in targets]
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in alone], abs=1e-5)
+
+
 def test_cli_writes_translates_evaluates_and_explains_its_errors(runs, tmp_path, capsys, monkeypatch):
     root, a, b = runs
     out = tmp_path / "ens"

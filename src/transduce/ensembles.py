@@ -1,7 +1,7 @@
 """Ensembles: several trained models that decode as one.
 
 An :class:`Ensemble` has the interface search.py uses of a model (``encode``,
-``init_state``, ``step``, ``forward``), so greedy, beam search, sampling,
+``init_state``, ``step``, ``forward``, ``decode``), so greedy, beam search, sampling,
 likelihoods and attention plots work on it unchanged. Each step runs every
 member's own decoder step on its own state and returns, as ``logits``, the
 log of the members' mean next-token probability,
@@ -90,9 +90,14 @@ class Ensemble(nn.Module):
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, next_input=None,
                 fused: bool | None = None) -> ForwardOutput:
         """Teacher-forced log mean probabilities [B, T, V] (likelihoods, scores); no training."""
+        return self.decode(self.encode(src, src_lengths), tgt_in, next_input, fused)
+
+    def decode(self, enc: EnsembleEncoded, tgt_in: Tensor, next_input=None,
+               fused: bool | None = None) -> ForwardOutput:
+        """:meth:`forward` from the members' Encoded sources."""
         if next_input is not None:
             raise ValueError("an ensemble decodes and scores; it is not trained (no next_input)")
-        outs = [m(src, src_lengths, tgt_in, fused=fused) for m in self.members]
+        outs = [m.decode(e, tgt_in, fused=fused) for m, e in zip(self.members, enc.parts)]
         return ForwardOutput(_mean_log_probs([o.logits for o in outs]),
                              _mean_attention([o.attention for o in outs]))
 

@@ -192,7 +192,13 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
                 next_input: NextInput | None = None, fused: bool | None = None) -> ForwardOutput:
-        """src [B, S], src_lengths [B], tgt_in [B, T] (BOS first) -> ForwardOutput.
+        """src [B, S], src_lengths [B], tgt_in [B, T] (BOS first) -> ForwardOutput:
+        :meth:`encode`, then :meth:`decode`."""
+        return self.decode(self.encode(src, src_lengths), tgt_in, next_input, fused)
+
+    def decode(self, enc: Encoded, tgt_in: Tensor, next_input: NextInput | None = None,
+               fused: bool | None = None) -> ForwardOutput:
+        """Encoded sources (B rows), tgt_in [B, T] (BOS first) -> ForwardOutput.
 
         Teacher forcing runs the fused path when ``supports_fused`` and
         ``fused`` is not False; ``next_input(t, logits_t [B, V], gold_next [B])
@@ -200,7 +206,6 @@ class Seq2Seq(nn.Module):
         """
         if fused and (next_input is not None or not self.supports_fused):
             raise ValueError("fused=True needs teacher forcing (no next_input) and no input feeding")
-        enc = self.encode(src, src_lengths)
         state = self.init_state(enc)
         if next_input is None and self.supports_fused and fused is not False:
             logits, att = self.decoder.fused(tgt_in, state, enc)

@@ -382,7 +382,8 @@ class Translator:
 
     def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[tuple[float, int]]:
         """Per pair, the model's log-probability of ``target`` given ``source`` (teacher
-        forced, EOS included) and its number of target tokens; (0.0, 0) for an empty source."""
+        forced, EOS included) and its number of target tokens; (0.0, 0) for an empty source.
+        A source repeated within a batch (a beam's hypotheses, when rescoring) is encoded once."""
         srcs = self.tokenize(_check_texts(sources))
         targets = _check_texts(targets)
         if len(srcs) != len(targets):
@@ -391,8 +392,11 @@ class Translator:
         out = [(0.0, 0)] * len(examples)
         for idx in self._batches(srcs, self.config.search.batch_size):
             batch = collate(examples, idx).to(self.device)
+            firsts, rows = _distinct([srcs[i].ids for i in idx])
+            firsts, rows = (torch.tensor(x, device=self.device) for x in (firsts, rows))
             with self._running():
-                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
+                enc = self.model.encode(batch.src[firsts], batch.src_lengths[firsts])
+                logits = self.model.decode(enc.select(rows), batch.tgt_in).logits
             _, nll = token_losses(logits, batch.tgt_out)  # [B, T], 0 at padding
             counts = (batch.tgt_out != PAD).sum(1).tolist()
             for i, logprob, n in zip(idx, (-nll.sum(1)).tolist(), counts):
@@ -406,6 +410,20 @@ class Translator:
         srcs = self.tokenize(list(sources))
         return self.likelihood([Example(s.ids, self.tgt_codec.encode(r))
                                 for s, r in zip(srcs, references)])
+
+
+def _distinct(rows: list[list[int]]) -> tuple[list[int], list[int]]:
+    """(the index of each distinct row's first occurrence, each row's number among the distinct
+    ones): rows == [rows[firsts[k]] for k in numbers]."""
+    number: dict[tuple[int, ...], int] = {}
+    firsts, numbers = [], []
+    for i, row in enumerate(rows):
+        key = tuple(row)
+        if key not in number:
+            number[key] = len(firsts)
+            firsts.append(i)
+        numbers.append(number[key])
+    return firsts, numbers
 
 
 def evaluate(translator: Translator, sources: Sequence[str], references: Sequence[str],
