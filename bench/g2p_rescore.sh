@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# The g2p recipe re-ranked by a right-to-left model (issue 14):
+# The g2p recipe re-ranked by right-to-left models (issue 14):
 #   1. trains the `g2p` recipe (left to right, L2R) and the same recipe with
 #      tokenizer.reverse_target=true (right to left, R2L) side by side, one thread each, for
-#      at most $MINUTES minutes each (default: none, the recipe's 14,000 steps); each is
-#      scored on the validation split;
-#   2. scores the L2R model's beam re-ranked by the R2L model (transduce ensemble --rescore)
-#      on the validation split for each weight of $WEIGHTS (search.rescore_weight), two at a
-#      time, and chooses the weight with the lowest validation WER (ties: the smaller weight);
-#   3. scores the test split once: the L2R model alone and re-ranked with the chosen weight,
-#      and adds both rows to bench/RESULTS.md.
+#      at most $MINUTES minutes each (default: none, the recipe's 14,000 steps), both with the
+#      recipe overrides in $OVERRIDES (e.g. model.family=bahdanau; training only); each is scored on the
+#      validation split;
+#   2. scores the L2R beam re-ranked by the R2L models (transduce ensemble --rescore) on the
+#      validation split for each beam of $BEAMS (default 5) and weight of $WEIGHTS
+#      (search.rescore_weight), two at a time, and chooses the pair with the lowest
+#      validation WER (ties: the smaller beam, then the smaller weight);
+#   3. scores the test split once: the L2R model(s) alone (recipe beam) and re-ranked with
+#      the chosen beam and weight, and adds both rows to bench/RESULTS.md.
 # Nothing is chosen on the test split. Runs and scores go to $RUNS (default runs/g2p-rescore:
-# $RUNS/l2r, $RUNS/r2l; L2R=... R2L=... name other run folders), logs and the summary to
-# $OUT (default $RUNS/out).
+# $RUNS/l2r, $RUNS/r2l), logs and the summary to $OUT (default $RUNS/out). L2R=... and R2L=...
+# name other run folders; with --no-train each may name several (space-separated): the L2R
+# runs decode as an ensemble, the R2L runs' mean log-probability re-ranks its beam.
 #
 #   bench/g2p_rescore.sh                       # train both, then choose and score
 #   MINUTES=140 bench/g2p_rescore.sh           # ... each under a time budget
 #   bench/g2p_rescore.sh --no-train            # choose and score runs that trained already
+#   L2R="runs/a runs/b" R2L="runs/c runs/d" bench/g2p_rescore.sh --no-train
 #   bench/g2p_rescore.sh --smoke               # tiny models and 60 words: checks the script
 set -uo pipefail
 
@@ -24,15 +28,25 @@ while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
     --no-train) train=0; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --smoke)" >&2; exit 2 ;;
   esac
 done
 . "$(dirname "$0")/common.sh" runs/g2p-rescore
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-l2r=${L2R:-$runs/l2r} r2l=${R2L:-$runs/r2l}
+read -ra l2r <<< "${L2R:-$runs/l2r}"
+read -ra r2l <<< "${R2L:-$runs/r2l}"
+read -ra overrides <<< "${OVERRIDES:-}"
+if [ $train = 1 ] && [ $(( ${#l2r[@]} + ${#r2l[@]} )) != 2 ]; then
+  echo "g2p_rescore.sh: training needs one L2R and one R2L run (several only with --no-train)" >&2; exit 2
+fi
+members=(--out "${l2r[0]}")
+[ ${#l2r[@]} -gt 1 ] && members+=(--ensemble "${l2r[@]:1}")  # the L2R ensemble alone goes to $runs/members
 
 mapfile -t weights < <(printf '%s\n' ${WEIGHTS:-0.25 0.5 0.75 1 1.5 2} | sort -g)  # ascending
+mapfile -t beams < <(printf '%s\n' ${BEAMS:-5} | sort -g)
+grid=()  # b<beam>-w<weight>, ascending: ties go to the earlier
+for b in "${beams[@]}"; do for w in "${weights[@]}"; do grid+=("b$b-w$w"); done; done
 budget=() write=(--write)
 [ -n "${MINUTES:-}" ] && budget=("train.max_minutes=$MINUTES")
 [ $smoke = 1 ] && write=()
@@ -44,27 +58,35 @@ quality() {  # NAME [OVERRIDES...] OPTIONS...: bench/quality.py g2p, its row log
 
 log "machine: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1), $OMP_NUM_THREADS thread(s) per job"
 if [ $train = 1 ]; then
-  log "training $l2r and $r2l side by side"
-  quality train-l2r ${budget[@]+"${budget[@]}"} --out "$l2r" --split valid --json-out "$runs/l2r.valid.json" &
-  quality train-r2l tokenizer.reverse_target=true ${budget[@]+"${budget[@]}"} --out "$r2l" --split valid \
-    --json-out "$runs/r2l.valid.json" &
+  log "training ${l2r[0]} and ${r2l[0]} side by side"
+  quality train-l2r ${overrides[@]+"${overrides[@]}"} ${budget[@]+"${budget[@]}"} --out "${l2r[0]}" --split valid \
+    --json-out "$runs/l2r.valid.json" &
+  quality train-r2l ${overrides[@]+"${overrides[@]}"} tokenizer.reverse_target=true ${budget[@]+"${budget[@]}"} \
+    --out "${r2l[0]}" --split valid --json-out "$runs/r2l.valid.json" &
   wait
 fi
 
-for ((i = 0; i < ${#weights[@]}; i += 2)); do  # two at a time, each into its own ensemble folder
-  for w in "${weights[@]:i:2}"; do
-    quality "valid-w$w" "search.rescore_weight=$w" --out "$l2r" --no-train --rescore "$r2l" --split valid \
-      --ensemble-dir "$runs/rescored-w$w" --json-out "$runs/w$w.valid.json" &
+alone=("${members[@]}")
+[ ${#l2r[@]} -gt 1 ] && alone+=(--ensemble-dir "$runs/members")
+quality valid-l2r "${alone[@]}" --no-train --split valid --json-out "$runs/alone.valid.json" &  # for the log
+for ((i = 0; i < ${#grid[@]}; i += 2)); do  # two at a time, each into its own ensemble folder
+  for name in "${grid[@]:i:2}"; do
+    b=${name%%-*} w=${name#*-w}
+    rm -f "$runs/$name.valid.json"  # a failed scoring leaves none (not an old one)
+    quality "valid-$name" "search.beam=${b#b}" "search.rescore_weight=$w" \
+      "${members[@]}" --no-train --rescore "${r2l[@]}" --split valid --ensemble-dir "$runs/rescored-$name" \
+      --json-out "$runs/$name.valid.json" &
   done
   wait
 done
-best=$(by_wer "${weights[@]/#/w}" | sed -n 1p)  # ties: the earlier, so the smaller weight
-best=${best#w}
-[ -n "$best" ] || { log "no weight scored; stopping"; exit 1; }
-log "chosen on validation: rescore_weight $best"
+best=$(by_wer "${grid[@]}" | sed -n 1p)  # ties: the earlier, so the smaller beam, then weight
+[ -n "$best" ] || { log "no beam and weight scored; stopping"; exit 1; }
+beam=${best%%-*} beam=${beam#b} weight=${best#*-w}
+log "chosen on validation: beam $beam, rescore_weight $weight"
 
 # one after the other: each adds its row to bench/RESULTS.md
-quality test-l2r --out "$l2r" --no-train --json-out "$runs/test-l2r.json" ${write[@]+"${write[@]}"}
-quality test-rescored "search.rescore_weight=$best" --out "$l2r" --no-train --rescore "$r2l" \
-  --ensemble-dir "$runs/rescored" --json-out "$runs/test-rescored.json" ${write[@]+"${write[@]}"}
+quality test-l2r "${alone[@]}" --no-train --json-out "$runs/test-l2r.json" ${write[@]+"${write[@]}"}
+quality test-rescored "search.beam=$beam" "search.rescore_weight=$weight" \
+  "${members[@]}" --no-train --rescore "${r2l[@]}" --ensemble-dir "$runs/rescored" \
+  --json-out "$runs/test-rescored.json" ${write[@]+"${write[@]}"}
 log "done in $(( $(date +%s) - start )) s"
