@@ -3,8 +3,8 @@
 #   1. trains the `g2p` recipe (left to right, L2R) and the same recipe with
 #      tokenizer.reverse_target=true (right to left, R2L) side by side, one thread each, for
 #      at most $MINUTES minutes each (default: none, the recipe's 14,000 steps), both with the
-#      recipe overrides in $OVERRIDES (e.g. model.family=bahdanau; training only); each is scored on the
-#      validation split;
+#      recipe overrides in $OVERRIDES (e.g. model.family=bahdanau; training only); each is
+#      scored on the validation split;
 #   2. scores the L2R beam re-ranked by the R2L models (transduce ensemble --rescore) on the
 #      validation split for each beam of $BEAMS (default 5) and weight of $WEIGHTS
 #      (search.rescore_weight), two at a time, and chooses the pair with the lowest
