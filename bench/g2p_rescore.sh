@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
     --no-train) train=0; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --smoke)" >&2; exit 2 ;;
   esac
 done
