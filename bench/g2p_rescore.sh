@@ -19,17 +19,19 @@
 #   bench/g2p_rescore.sh                       # train both, then choose and score
 #   MINUTES=140 bench/g2p_rescore.sh           # ... each under a time budget
 #   bench/g2p_rescore.sh --no-train            # choose and score runs that trained already
+#   bench/g2p_rescore.sh --train-only          # train both (and score each on validation) only
 #   L2R="runs/a runs/b" R2L="runs/c runs/d" bench/g2p_rescore.sh --no-train
 #   bench/g2p_rescore.sh --smoke               # tiny models and 60 words: checks the script
 set -uo pipefail
 
-smoke=0 train=1
+smoke=0 train=1 choose=1
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
     --no-train) train=0; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-    *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --smoke)" >&2; exit 2 ;;
+    --train-only) choose=0; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --train-only, --smoke)" >&2; exit 2 ;;
   esac
 done
 . "$(dirname "$0")/common.sh" runs/g2p-rescore
@@ -65,6 +67,7 @@ if [ $train = 1 ]; then
     --out "${r2l[0]}" --split valid --json-out "$runs/r2l.valid.json" &
   wait
 fi
+if [ $choose = 0 ]; then log "done in $(( $(date +%s) - start )) s"; exit 0; fi
 
 alone=("${members[@]}")
 [ ${#l2r[@]} -gt 1 ] && alone+=(--ensemble-dir "$runs/members")
