@@ -39,6 +39,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 read -ra l2r <<< "${L2R:-$runs/l2r}"
 read -ra r2l <<< "${R2L:-$runs/r2l}"
 read -ra overrides <<< "${OVERRIDES:-}"
+if [ $train = 0 ] && [ $choose = 0 ]; then
+  echo "g2p_rescore.sh: --no-train and --train-only together leave nothing to do" >&2; exit 2
+fi
 if [ $train = 1 ] && [ $(( ${#l2r[@]} + ${#r2l[@]} )) != 2 ]; then
   echo "g2p_rescore.sh: training needs one L2R and one R2L run (several only with --no-train)" >&2; exit 2
 fi
