@@ -90,6 +90,13 @@ def test_training_on_the_gpu_learns_and_the_cpu_answers_the_same(tmp_path, tiny_
         cpu = on_cpu.translate(TEXTS, beam=beam)
         assert [r.tokens for r in gpu] == [r.tokens for r in cpu]
         assert [r.score for r in gpu] == pytest.approx([r.score for r in cpu], abs=1e-3)
+    # teacher-forced scores (what --rescore uses): a repeated source is encoded once, with
+    # its lengths on the CPU and its rows on the GPU
+    sources = ["a b c", "a b c", "d e", "a b c", ""]
+    targets = ["a b", "c", "d e f", "", "a"]
+    gpu, cpu = on_gpu.score(sources, targets), on_cpu.score(sources, targets)
+    assert [n for _, n in gpu] == [n for _, n in cpu] and gpu[-1] == (0.0, 0)
+    assert [lp for lp, _ in gpu] == pytest.approx([lp for lp, _ in cpu], abs=1e-3)
 
 
 def test_resume_on_the_gpu_continues_the_same_run(tmp_path, tiny_config):

@@ -393,9 +393,9 @@ class Translator:
         for idx in self._batches(srcs, self.config.search.batch_size):
             batch = collate(examples, idx).to(self.device)
             firsts, rows = _distinct([srcs[i].ids for i in idx])
-            firsts, rows = (torch.tensor(x, device=self.device) for x in (firsts, rows))
-            with self._running():
-                enc = self.model.encode(batch.src[firsts], batch.src_lengths[firsts])
+            firsts, rows = torch.tensor(firsts), torch.tensor(rows, device=self.device)
+            with self._running():  # lengths stay on the CPU (packing wants them there)
+                enc = self.model.encode(batch.src[firsts.to(self.device)], batch.src_lengths[firsts])
                 logits = self.model.decode(enc.select(rows), batch.tgt_in).logits
             _, nll = token_losses(logits, batch.tgt_out)  # [B, T], 0 at padding
             counts = (batch.tgt_out != PAD).sum(1).tolist()
