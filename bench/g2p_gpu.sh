@@ -23,17 +23,20 @@
 #   bench/g2p_gpu.sh                  # on the GPU machine (the repository with its requirements)
 #   bench/g2p_gpu.sh --more-bahdanau  # then this, on the same machine
 #   bench/g2p_gpu.sh --bidirectional  # left-to-right members re-ranked by right-to-left ones
+#   bench/g2p_gpu.sh --no-train [...] # the same on members trained before (runs/g2p-gpu):
+#                                     # after a scoring failed, without retraining them
 #   bench/g2p_gpu.sh --smoke [...]    # tiny models and 60 words on any device: checks the script
 set -uo pipefail
 
-smoke=0 mode=first
+smoke=0 mode=first train=1
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
     --more-bahdanau) mode=more; shift ;;
     --bidirectional) mode=bidirectional; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
-    *) echo "g2p_gpu.sh: unknown option $1 (--more-bahdanau, --bidirectional, --smoke)" >&2; exit 2 ;;
+    --no-train) train=0; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    *) echo "g2p_gpu.sh: unknown option $1 (--more-bahdanau, --bidirectional, --no-train, --smoke)" >&2; exit 2 ;;
   esac
 done
 . "$(dirname "$0")/common.sh" runs/g2p-gpu
@@ -59,6 +62,13 @@ keep_logs() { tar czf "$out/logs.tar.gz" -C "$runs" logs; }  # one file: $OUT br
 
 train_members() {  # MINUTES NAME...: train side by side, each scored on validation
   local minutes=$1 n; shift
+  if [ $train = 0 ]; then  # their validation scores stand; a member without one stops the run
+    for n in "$@"; do
+      [ -f "$runs/$n.valid.json" ] || { log "--no-train: $runs/$n.valid.json missing (train it first)"; exit 1; }
+    done
+    log "--no-train: $* as trained before"
+    return
+  fi
   log "training $* side by side (at most $minutes minutes each)"
   for n in "$@"; do
     # shellcheck disable=SC2086

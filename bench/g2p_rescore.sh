@@ -20,18 +20,21 @@
 #   MINUTES=140 bench/g2p_rescore.sh           # ... each under a time budget
 #   bench/g2p_rescore.sh --no-train            # choose and score runs that trained already
 #   bench/g2p_rescore.sh --train-only          # train both (and score each on validation) only
+#   bench/g2p_rescore.sh --no-train --no-test  # choose on validation only (to compare systems
+#                                              # first; then BEAMS=B WEIGHTS=W ... --no-train)
 #   L2R="runs/a runs/b" R2L="runs/c runs/d" bench/g2p_rescore.sh --no-train
 #   bench/g2p_rescore.sh --smoke               # tiny models and 60 words: checks the script
 set -uo pipefail
 
-smoke=0 train=1 choose=1
+smoke=0 train=1 choose=1 test=1
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
     --no-train) train=0; shift ;;
     --train-only) choose=0; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --train-only, --smoke)" >&2; exit 2 ;;
+    --no-test) test=0; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "g2p_rescore.sh: unknown option $1 (--no-train, --train-only, --no-test, --smoke)" >&2; exit 2 ;;
   esac
 done
 . "$(dirname "$0")/common.sh" runs/g2p-rescore
@@ -39,8 +42,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 read -ra l2r <<< "${L2R:-$runs/l2r}"
 read -ra r2l <<< "${R2L:-$runs/r2l}"
 read -ra overrides <<< "${OVERRIDES:-}"
-if [ $train = 0 ] && [ $choose = 0 ]; then
-  echo "g2p_rescore.sh: --no-train and --train-only together leave nothing to do" >&2; exit 2
+if [ $choose = 0 ] && { [ $train = 0 ] || [ $test = 0 ]; }; then
+  echo "g2p_rescore.sh: --train-only goes with neither --no-train nor --no-test" >&2; exit 2
 fi
 if [ $train = 1 ] && [ $(( ${#l2r[@]} + ${#r2l[@]} )) != 2 ]; then
   echo "g2p_rescore.sh: training needs one L2R and one R2L run (several only with --no-train)" >&2; exit 2
@@ -89,6 +92,7 @@ best=$(by_wer "${grid[@]}" | sed -n 1p)  # ties: the earlier, so the smaller bea
 [ -n "$best" ] || { log "no beam and weight scored; stopping"; exit 1; }
 beam=${best%%-*} beam=${beam#b} weight=${best#*-w}
 log "chosen on validation: beam $beam, rescore_weight $weight"
+if [ $test = 0 ]; then log "done in $(( $(date +%s) - start )) s (--no-test: the test split not scored)"; exit 0; fi
 
 # one after the other: each adds its row to bench/RESULTS.md
 quality test-l2r "${alone[@]}" --no-train --json-out "$runs/test-l2r.json" ${write[@]+"${write[@]}"}
