@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import RESULTS, device_name  # noqa: E402
+from results_md import RESULTS, device_name, edit  # noqa: E402
 
 from transduce import config  # noqa: E402
 from transduce.config import PRECISIONS  # noqa: E402
@@ -165,17 +165,18 @@ def training_cost(runs: list[Path]) -> tuple[int, float]:
 
 def add_row(path: Path, row: str, command: str) -> None:
     """Put ``row`` in the quality table of ``path`` (replacing the row of the same command)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\nRows added by `python bench/quality.py ...`; " \
-               "the command in each row reproduces it.\n\n" + TABLE_HEAD + "\n"
-    lines = text.split("\n")
-    start = lines.index(HEADING)
-    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
-    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
-    table = [line for line in lines[first:end] if f"`{command}`" not in line]  # the section's first
-    lines[first:end] = table + [row]  # table only: later ones are notes' tables
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    def change(text: str) -> str:
+        if HEADING not in text:
+            text = text.rstrip("\n") + f"\n\n{HEADING}\n\nRows added by `python bench/quality.py ...`; " \
+                   "the command in each row reproduces it.\n\n" + TABLE_HEAD + "\n"
+        lines = text.split("\n")
+        start = lines.index(HEADING)
+        first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+        end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+        table = [line for line in lines[first:end] if f"`{command}`" not in line]  # the section's first
+        lines[first:end] = table + [row]  # table only: later ones are notes' tables
+        return "\n".join(lines)
+    edit(path, change)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import Callable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer at a time is then the user's care
+    fcntl = None
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -13,14 +19,27 @@ def write_section(heading: str, text: str, path: Path = RESULTS) -> None:
 
     ``text`` starts with the heading line itself; a section runs to the next ``## `` heading.
     """
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    start = old.find(heading)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
+    def change(old: str) -> str:
+        start = old.find(heading)
+        if start < 0:
+            return old.rstrip("\n") + "\n\n" + text
         end = old.find("\n## ", start + len(heading))
-        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+        return old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
+    edit(path, change)
+
+
+def edit(path: Path, change: Callable[[str], str]) -> None:
+    """Rewrite ``path`` (a new one starts as "# Benchmark results") as ``change(its text)``,
+    holding an exclusive lock on it meanwhile, so that benchmark jobs that finish at the same
+    moment (bench/g2p_rescore.sh runs two) each add their row instead of one losing it."""
+    with open(path, "a+", encoding="utf-8") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        f.seek(0)
+        new = change(f.read() or "# Benchmark results\n")
+        f.seek(0)
+        f.truncate()
+        f.write(new.rstrip("\n") + "\n")
 
 
 def publish(heading: str, text: str, write: bool, path: Path = RESULTS) -> None:

@@ -196,6 +196,30 @@ def test_quality_rows_go_to_the_sections_first_table_only(tmp_path):
         f"# R\n\n{HEADING}\n\n{TABLE_HEAD}\n| b | `cmd b` |\n| a2 | `cmd a` |\n\n{notes}\n## Next\n"
 
 
+def _add_rows(results: str, worker: int, count: int) -> None:  # in a process of its own
+    sys.path.insert(0, str(BENCH))
+    from quality import add_row
+    for i in range(count):
+        add_row(Path(results), f"| w{worker} r{i} | `cmd {worker} {i}` |", f"cmd {worker} {i}")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the lock is POSIX flock")
+def test_quality_rows_from_jobs_finishing_together_are_all_kept(tmp_path):
+    """bench/g2p_rescore.sh runs two quality.py --write jobs at once: no row may be lost."""
+    import multiprocessing
+
+    results = tmp_path / "RESULTS.md"
+    ctx = multiprocessing.get_context("spawn")
+    jobs = [ctx.Process(target=_add_rows, args=(str(results), w, 40)) for w in range(4)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+    assert [job.exitcode for job in jobs] == [0, 0, 0, 0]
+    rows = [line for line in results.read_text(encoding="utf-8").splitlines() if line.startswith("| w")]
+    assert sorted(rows) == sorted(f"| w{w} r{i} | `cmd {w} {i}` |" for w in range(4) for i in range(40))
+
+
 def test_g2p_reference_combination_reranks_the_nbest_list(tmp_path):
     sys.path.insert(0, str(BENCH))
     from g2p_reference import combine
