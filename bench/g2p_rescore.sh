@@ -45,6 +45,7 @@ read -ra overrides <<< "${OVERRIDES:-}"
 if [ $choose = 0 ] && { [ $train = 0 ] || [ $test = 0 ]; }; then
   echo "g2p_rescore.sh: --train-only goes with neither --no-train nor --no-test" >&2; exit 2
 fi
+finish() { log "done in $(( $(date +%s) - start )) s$*"; exit 0; }  # finish [" (why)"]: log the total time, exit 0
 if [ $train = 1 ] && [ $(( ${#l2r[@]} + ${#r2l[@]} )) != 2 ]; then
   echo "g2p_rescore.sh: training needs one L2R and one R2L run (several only with --no-train)" >&2; exit 2
 fi
@@ -73,7 +74,7 @@ if [ $train = 1 ]; then
     --out "${r2l[0]}" --split valid --json-out "$runs/r2l.valid.json" &
   wait
 fi
-if [ $choose = 0 ]; then log "done in $(( $(date +%s) - start )) s"; exit 0; fi
+[ $choose = 0 ] && finish
 
 alone=("${members[@]}")
 [ ${#l2r[@]} -gt 1 ] && alone+=(--ensemble-dir "$runs/members")
@@ -92,11 +93,11 @@ best=$(by_wer "${grid[@]}" | sed -n 1p)  # ties: the earlier, so the smaller bea
 [ -n "$best" ] || { log "no beam and weight scored; stopping"; exit 1; }
 beam=${best%%-*} beam=${beam#b} weight=${best#*-w}
 log "chosen on validation: beam $beam, rescore_weight $weight"
-if [ $test = 0 ]; then log "done in $(( $(date +%s) - start )) s (--no-test: the test split not scored)"; exit 0; fi
+[ $test = 0 ] && finish " (--no-test: the test split not scored)"
 
 # one after the other: each adds its row to bench/RESULTS.md
 quality test-l2r "${alone[@]}" --no-train --json-out "$runs/test-l2r.json" ${write[@]+"${write[@]}"}
 quality test-rescored "search.beam=$beam" "search.rescore_weight=$weight" \
   "${members[@]}" --no-train --rescore "${r2l[@]}" --ensemble-dir "$runs/rescored" \
   --json-out "$runs/test-rescored.json" ${write[@]+"${write[@]}"}
-log "done in $(( $(date +%s) - start )) s"
+finish

@@ -30,8 +30,8 @@ def write_section(heading: str, text: str, path: Path = RESULTS) -> None:
 
 def edit(path: Path, change: Callable[[str], str]) -> None:
     """Rewrite ``path`` (a new one starts as "# Benchmark results") as ``change(its text)``,
-    holding an exclusive lock on it meanwhile, so that benchmark jobs that finish at the same
-    moment (bench/g2p_rescore.sh runs two) each add their row instead of one losing it."""
+    holding an exclusive lock on it meanwhile, so that benchmark jobs run side by side (e.g. two
+    `quality.py --write` scorings started together) each add their row instead of one losing it."""
     with open(path, "a+", encoding="utf-8") as f:
         if fcntl is not None:
             fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes

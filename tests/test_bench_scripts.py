@@ -205,7 +205,7 @@ def _add_rows(results: str, worker: int, count: int) -> None:  # in a process of
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the lock is POSIX flock")
 def test_quality_rows_from_jobs_finishing_together_are_all_kept(tmp_path):
-    """bench/g2p_rescore.sh runs two quality.py --write jobs at once: no row may be lost."""
+    """quality.py --write jobs run side by side: no row may be lost."""
     import multiprocessing
 
     results = tmp_path / "RESULTS.md"
